@@ -1,0 +1,7 @@
+"""Op knowledge: one rule per op family, registered by ``(domain, op_type, opset range)``."""
+
+from graphprune.ops import conv, elementwise, layout, linear, normalization, shape_of, spatial  # noqa: F401
+from graphprune.ops.base import Coupling, PlanView, Rule
+from graphprune.ops.registry import lookup, register, registered
+
+__all__ = ["Coupling", "PlanView", "Rule", "lookup", "register", "registered"]

@@ -1,0 +1,234 @@
+"""Rule base classes, the coupling record and the node context rules read from.
+
+A rule looks at one node and declares which tensor axes are *coupled*: element ``ia[i]`` of axis
+``a`` and element ``ib[i]`` of axis ``b`` must be removed together. Every input or output axis a
+rule does not mention is blocked by the analysis, so a rule only ever has to state what it knows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.analysis.blocked import Blocked, BlockReason
+
+AxisRef = tuple[ir.Value, int]
+STATIC_VALUE_KEY = "graphprune.static_value"
+
+
+@dataclasses.dataclass(frozen=True)
+class Coupling:
+    """Element ``ia[i]`` of axis ``a`` is the same channel as element ``ib[i]`` of axis ``b``.
+
+    ``ia``/``ib`` set to None means the identity map over two axes of equal length.
+    """
+
+    a: AxisRef
+    b: AxisRef
+    ia: np.ndarray | None = None
+    ib: np.ndarray | None = None
+
+
+def identity(a: AxisRef, b: AxisRef) -> Coupling:
+    return Coupling(a, b)
+
+
+def mapped(a: AxisRef, b: AxisRef, ia: np.ndarray, ib: np.ndarray) -> Coupling:
+    return Coupling(a, b, np.asarray(ia, dtype=np.int64), np.asarray(ib, dtype=np.int64))
+
+
+# --- constants -----------------------------------------------------------------------------
+
+
+def constant_array(value: ir.Value | None) -> np.ndarray | None:
+    """The value's constant contents (initializer or ``Constant`` node output), else None."""
+    if value is None or value.is_graph_input():
+        return None
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    node = value.producer()
+    if node is None or node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        return None
+    for name, attr in node.attributes.items():
+        if name == "value":
+            return attr.as_tensor().numpy()
+        if name in ("value_ints", "value_floats"):
+            return np.asarray(list(attr.value))
+        if name in ("value_int", "value_float"):
+            return np.asarray(attr.value)
+    return None
+
+
+def known_array(value: ir.Value | None) -> np.ndarray | None:
+    """A constant's contents, or a value known from static dims (see analysis.static_values)."""
+    array = constant_array(value)
+    if array is None and value is not None:
+        array = value.meta.get(STATIC_VALUE_KEY)
+    return array
+
+
+def is_constant(value: ir.Value | None) -> bool:
+    if value is None or value.is_graph_input():
+        return False
+    if value.const_value is not None:
+        return True
+    node = value.producer()
+    return node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+
+
+def set_constant(value: ir.Value, array: np.ndarray) -> None:
+    """Replaces a constant's contents in place, keeping its name and kind (initializer/node)."""
+    tensor = ir.Tensor(np.ascontiguousarray(array), name=value.name)
+    if value.const_value is not None:
+        value.const_value = tensor
+    else:
+        node = value.producer()
+        assert node is not None
+        for name in [n for n in node.attributes if n.startswith("value")]:
+            del node.attributes[name]
+        node.attributes["value"] = ir.AttrTensor("value", tensor)
+    value.shape = ir.Shape(array.shape)
+
+
+def replace_constant_input(node: ir.Node, index: int, array: np.ndarray) -> None:
+    """Gives ``node`` its own constant for input ``index`` holding ``array``.
+
+    A shape constant shared with other nodes is copied rather than edited, so the other users
+    keep their values.
+    """
+    old = node.inputs[index]
+    assert old is not None
+    if is_constant(old) and len(old.uses()) == 1 and not old.is_graph_output():
+        set_constant(old, array.astype(constant_array(old).dtype))
+        return
+    array = array.astype(known_array(old).dtype)
+    graph = node.graph
+    assert graph is not None
+    name = _fresh_name(graph, f"{old.name}_{node.name or node.op_type}")
+    new = ir.Value(name=name, const_value=ir.Tensor(np.ascontiguousarray(array), name=name))
+    new.shape = ir.Shape(array.shape)
+    new.dtype = new.const_value.dtype
+    graph.register_initializer(new)
+    node.replace_input_with(index, new)
+
+
+def _fresh_name(graph: ir.Graph, stem: str) -> str:
+    name, k = stem, 0
+    while name in graph.initializers:
+        k += 1
+        name = f"{stem}_{k}"
+    return name
+
+
+# --- the context a rule reads from ------------------------------------------------------------
+
+
+def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
+    """The value's shape with symbolic dims as None, or None when the rank is unknown."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return tuple(int(d) for d in value.const_value.shape)
+    if value.shape is None:
+        array = constant_array(value)
+        return None if array is None else tuple(array.shape)
+    return tuple(d if isinstance(d, int) else None for d in value.shape)
+
+
+def symbolic_shape(value: ir.Value | None) -> tuple[int | str | None, ...] | None:
+    """Like :func:`static_shape`, but symbolic dims keep their name."""
+    shape = static_shape(value)
+    if shape is None or value.shape is None or value.const_value is not None:
+        return shape
+    dims = []
+    for d in value.shape:
+        name = d.value if isinstance(d, ir.SymbolicDim) else None
+        dims.append(d if isinstance(d, int) else (name or None))
+    return tuple(dims)
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def attr(node: ir.Node, name: str, default=None):
+    a = node.attributes.get(name)
+    return default if a is None else a.value
+
+
+def opset_of(node: ir.Node) -> int:
+    if node.version is not None:
+        return node.version
+    graph = node.graph
+    while graph is not None and not isinstance(graph, ir.Graph):
+        graph = graph.graph
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    return graph.opset_imports.get(domain, 1) if graph is not None else 1
+
+
+def broadcast_couplings(node: ir.Node, inputs: Sequence[ir.Value]) -> list[Coupling] | Blocked:
+    """Numpy broadcasting: an input axis equal to the output axis is the identity; size 1 is free."""
+    out = node.outputs[0]
+    out_shape = static_shape(out)
+    if out_shape is None:
+        return Blocked(BlockReason.UNKNOWN_SHAPE, node.name or "", node.op_type, "output rank unknown")
+    couplings = []
+    for value in inputs:
+        shape = static_shape(value)
+        if shape is None:
+            return Blocked(BlockReason.UNKNOWN_SHAPE, node.name or "", node.op_type, "input rank unknown")
+        shift = len(out_shape) - len(shape)
+        for axis, size in enumerate(shape):
+            if size == 1 and out_shape[axis + shift] != 1:
+                continue  # broadcast along this axis: any output element may be removed
+            couplings.append(identity((value, axis), (out, axis + shift)))
+    return couplings
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+
+class Rule:
+    """Channel knowledge of one op family.
+
+    Subclasses set ``op_types`` (and ``domain``/opset bounds when needed), implement
+    :meth:`couplings`, and override :meth:`rewrite` when attributes or shape constants depend on
+    channel counts.
+    """
+
+    op_types: ClassVar[tuple[str, ...]] = ()
+    domain: ClassVar[str] = ""
+    since_version: ClassVar[int] = 1
+    until_version: ClassVar[int | None] = None
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        raise NotImplementedError
+
+    def rewrite(self, node: ir.Node, plan: PlanView) -> None:
+        """Updates attributes and shape constants after the channels in ``plan`` are removed."""
+        del node, plan
+
+    def refine_shapes(self, node: ir.Node) -> bool:
+        """Fills output dims that ONNX shape inference left unknown; True when it changed any."""
+        del node
+        return False
+
+    @staticmethod
+    def blocked(node: ir.Node, reason: BlockReason, detail: str = "") -> Blocked:
+        return Blocked(reason, node.name or "", node.op_type, detail)
+
+
+class PlanView:
+    """What a rule's rewrite may ask of a pruning plan (implemented in analysis.plan)."""
+
+    def kept(self, value: ir.Value, axis: int) -> np.ndarray | None:
+        """Sorted kept indices of ``value``'s ``axis``, or None when nothing is removed there."""
+        raise NotImplementedError
+
+    def new_size(self, value: ir.Value, axis: int) -> int | None:
+        """The axis's size after pruning (None when unknown); equal to the old size if untouched."""
+        raise NotImplementedError

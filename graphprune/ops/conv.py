@@ -1,0 +1,82 @@
+"""Convolutions: Conv and ConvTranspose, 1D/2D/3D, dense, grouped and depthwise.
+
+``Conv``:          ``Y[N,Co,...] = X[N,Ci,...] * W[Co, Ci/g, k...] + B[Co]``
+``ConvTranspose``: ``Y[N,Co,...] = X[N,Ci,...] *T W[Ci, Co/g, k...] + B[Co]``
+
+The weight has one *full* axis (all channels of one side) and one *per-group* axis (channels of
+the other side within a group). The two families differ only in which side is which.
+
+1. ``g == 1``: each side is the identity of its weight axis.
+2. One channel per group on the per-group side (depthwise, channel multiplier ``m``): per-group
+   side channel ``c`` owns full-side channels ``c*m .. c*m+m-1``; ``group`` becomes the new count.
+3. Otherwise (ResNeXt): per-group channel ``c`` is weight element ``c % k``, so every group loses
+   the same offsets; full-side channel ``o`` is coupled to ``o % (C_full/g)`` for the same reason,
+   and ``group`` is unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.ops.base import Coupling, PlanView, Rule, attr, identity, mapped, static_shape
+from graphprune.ops.registry import register
+
+
+@register
+class ConvRule(Rule):
+    """Conv: the output side is the weight's full axis 0, the input side its per-group axis 1."""
+
+    op_types = ("Conv",)
+    full_axis = 0  # weight axis holding all channels of the full side
+    full_is_output = True
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        x, w = node.inputs[0], node.inputs[1]
+        b = node.inputs[2] if len(node.inputs) > 2 else None
+        y = node.outputs[0]
+        xs, ws, ys = static_shape(x), static_shape(w), static_shape(y)
+        if xs is None or ws is None or ys is None:
+            return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "conv shapes unknown")
+        groups = attr(node, "group", 1)
+        pg_axis = 1 - self.full_axis
+        full_side, pg_side = ((y, x) if self.full_is_output else (x, y))
+        full_count, pg_per_group = ws[self.full_axis], ws[pg_axis]
+        if full_count is None or pg_per_group is None or full_count % groups:
+            return self.blocked(node, BlockReason.DYNAMIC_SIZE, "weight channel counts unknown")
+        found = [identity((x, 0), (y, 0)), identity((w, self.full_axis), (full_side, 1))]
+        if b is not None:
+            found.append(identity((b, 0), (y, 1)))
+        if groups == 1:
+            found.append(identity((w, pg_axis), (pg_side, 1)))
+        elif pg_per_group == 1:
+            mult = full_count // groups
+            full = np.arange(full_count)
+            found.append(mapped((pg_side, 1), (full_side, 1), full // mult, full))
+        else:
+            pg = np.arange(groups * pg_per_group)
+            found.append(mapped((pg_side, 1), (w, pg_axis), pg, pg % pg_per_group))
+            full = np.arange(full_count)
+            found.append(mapped((full_side, 1), (full_side, 1), full, full % (full_count // groups)))
+        return found
+
+    def rewrite(self, node: ir.Node, plan: PlanView) -> None:
+        groups = attr(node, "group", 1)
+        if groups == 1:
+            return
+        pg_side = node.inputs[0] if self.full_is_output else node.outputs[0]
+        w = node.inputs[1]
+        side = plan.new_size(pg_side, 1)
+        per_group = plan.new_size(w, 1 - self.full_axis)
+        new_groups = side // per_group
+        if new_groups != groups:
+            node.attributes["group"] = ir.AttrInt64("group", new_groups)
+
+
+@register
+class ConvTransposeRule(ConvRule):
+    """ConvTranspose: the input side is the weight's full axis 0, the output side axis 1."""
+
+    op_types = ("ConvTranspose",)
+    full_is_output = False

@@ -1,0 +1,71 @@
+"""Matrix products: Gemm and MatMul.
+
+``Gemm``:   ``Y[M,N] = A[M,K] @ B[K,N] + C`` (``transA``/``transB`` swap the stored axes)
+``MatMul``: ``Y[...,M,N] = A[...,M,K] @ B[...,K,N]`` with broadcast batch axes.
+
+The contracted axis ``K`` of A and B is one channel axis; the ``N`` axis of B is the output's
+last axis; the ``M`` axis of A is the output's second-to-last axis.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.ops.base import Coupling, Rule, attr, broadcast_couplings, identity, static_shape
+from graphprune.ops.registry import register
+
+
+@register
+class GemmRule(Rule):
+    """Gemm with optional transposes and a broadcast bias C."""
+
+    op_types = ("Gemm",)
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        a, b = node.inputs[0], node.inputs[1]
+        c = node.inputs[2] if len(node.inputs) > 2 else None
+        y = node.outputs[0]
+        if static_shape(a) is None or static_shape(b) is None or static_shape(y) is None:
+            return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "gemm shapes unknown")
+        a_m, a_k = (1, 0) if attr(node, "transA", 0) else (0, 1)
+        b_k, b_n = (1, 0) if attr(node, "transB", 0) else (0, 1)
+        found = [
+            identity((a, a_m), (y, 0)),
+            identity((a, a_k), (b, b_k)),
+            identity((b, b_n), (y, 1)),
+        ]
+        if c is not None:
+            bias = broadcast_couplings(node, [c])
+            if isinstance(bias, Blocked):
+                return bias
+            found.extend(bias)
+        return found
+
+
+@register
+class MatMulRule(Rule):
+    """MatMul of rank >= 2 operands (1-D operands block)."""
+
+    op_types = ("MatMul",)
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        a, b = node.inputs
+        y = node.outputs[0]
+        sa, sb, sy = static_shape(a), static_shape(b), static_shape(y)
+        if sa is None or sb is None or sy is None:
+            return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "matmul shapes unknown")
+        if len(sa) < 2 or len(sb) < 2:
+            return self.blocked(node, BlockReason.AXIS_NOT_PRESERVED, "1-D matmul operand")
+        ra, rb, ry = len(sa), len(sb), len(sy)
+        found = [
+            identity((a, ra - 2), (y, ry - 2)),
+            identity((a, ra - 1), (b, rb - 2)),
+            identity((b, rb - 1), (y, ry - 1)),
+        ]
+        for value, shape in ((a, sa), (b, sb)):
+            shift = ry - len(shape)
+            for axis in range(len(shape) - 2):
+                if not (shape[axis] == 1 and sy[axis + shift] != 1):
+                    found.append(identity((value, axis), (y, axis + shift)))
+        return found

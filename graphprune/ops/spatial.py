@@ -1,0 +1,137 @@
+"""Ops that act on spatial axes only: pooling, reductions, Resize/Upsample and Pad.
+
+Each keeps some axes as the identity (batch and channel for pools; the non-reduced axes for
+reductions; the axes of unchanged size for Resize; the unpadded axes for Pad) and leaves the rest
+undeclared, which the analysis blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.ops.base import (
+    Coupling,
+    PlanView,
+    Rule,
+    attr,
+    known_array,
+    identity,
+    normalize_axis,
+    opset_of,
+    replace_constant_input,
+    static_shape,
+)
+from graphprune.ops.registry import register
+
+
+@register
+class PoolRule(Rule):
+    """``Y[N,C,...] = pool(X[N,C,...])``: batch and channel axes pass through."""
+
+    op_types = (
+        "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
+    )  # fmt: skip
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        x, y = node.inputs[0], node.outputs[0]
+        if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
+            return self.blocked(node, BlockReason.UNSUPPORTED_ATTRIBUTE, "MaxPool indices used")
+        return [identity((x, 0), (y, 0)), identity((x, 1), (y, 1))]
+
+
+@register
+class ReduceRule(Rule):
+    """Reductions: the kept axes map to the output in order (``keepdims`` keeps their index)."""
+
+    op_types = (
+        "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL1", "ReduceL2",
+    )  # fmt: skip
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        x, y = node.inputs[0], node.outputs[0]
+        shape = static_shape(x)
+        if shape is None:
+            return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "input rank unknown")
+        axes = attr(node, "axes")
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            axes = known_array(node.inputs[1])
+            if axes is None:
+                return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "axes not constant")
+        if axes is None or len(axes) == 0:
+            if attr(node, "noop_with_empty_axes", 0):
+                return [identity((x, a), (y, a)) for a in range(len(shape))]
+            return []
+        reduced = {normalize_axis(int(a), len(shape)) for a in np.ravel(axes)}
+        keepdims = attr(node, "keepdims", 1)
+        found, out_axis = [], 0
+        for axis in range(len(shape)):
+            if axis not in reduced:
+                found.append(identity((x, axis), (y, out_axis)))
+            if keepdims or axis not in reduced:
+                out_axis += 1
+        return found
+
+
+@register
+class ResizeRule(Rule):
+    """Resize/Upsample: an axis whose size does not change is the identity.
+
+    When output ``sizes`` are given as a constant, the channel entry is rewritten.
+    """
+
+    op_types = ("Resize", "Upsample")
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        x, y = node.inputs[0], node.outputs[0]
+        xs, ys = static_shape(x), static_shape(y)
+        if xs is None or ys is None:
+            return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "resize shapes unknown")
+        sizes = node.inputs[3] if node.op_type == "Resize" and len(node.inputs) > 3 else None
+        if sizes is not None and known_array(sizes) is None:
+            return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "sizes not constant")
+        return [
+            identity((x, a), (y, a))
+            for a in range(len(xs))
+            if xs[a] is not None and xs[a] == ys[a]
+        ]
+
+    def rewrite(self, node: ir.Node, plan: PlanView) -> None:
+        if node.op_type != "Resize" or len(node.inputs) <= 3 or node.inputs[3] is None:
+            return
+        sizes = known_array(node.inputs[3]).copy()
+        rank = len(static_shape(node.outputs[0]))
+        axes = attr(node, "axes") or list(range(rank))
+        for k, axis in enumerate(axes):
+            sizes[k] = plan.new_size(node.outputs[0], normalize_axis(axis, rank))
+        replace_constant_input(node, 3, sizes)
+
+
+@register
+class PadRule(Rule):
+    """Pad: axes with no padding on either side are the identity; padded axes stay whole."""
+
+    op_types = ("Pad",)
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        x, y = node.inputs[0], node.outputs[0]
+        shape = static_shape(x)
+        if shape is None:
+            return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "input rank unknown")
+        rank = len(shape)
+        if opset_of(node) < 11:
+            pads = attr(node, "pads")
+        else:
+            pads = known_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        if pads is None:
+            return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "pads not constant")
+        axes = list(range(rank))
+        if len(node.inputs) > 3 and node.inputs[3] is not None:
+            given = known_array(node.inputs[3])
+            if given is None:
+                return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "axes not constant")
+            axes = [normalize_axis(int(a), rank) for a in given]
+        pads = np.ravel(pads)
+        padded = {a for k, a in enumerate(axes) if pads[k] != 0 or pads[k + len(axes)] != 0}
+        return [identity((x, a), (y, a)) for a in range(rank) if a not in padded]
