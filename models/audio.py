@@ -60,5 +60,5 @@ class Audio1D(nn.Module):
 
 def audio1d(width: float = 1.0, seed: int = 0, in_channels: int = 1) -> nn.Module:
     """Audio1D on (N, in_channels, L) inputs."""
-    shape = (2, in_channels, 4000 if in_channels == 1 else 256)
+    shape = (4, in_channels, 8000 if in_channels == 1 else 256)  # BN calibration
     return seeded_build(partial(Audio1D, width, in_channels), seed, shape)

@@ -9,7 +9,7 @@ from torch import nn
 
 from models.common import scale_ch, seeded_build
 
-CALIB_SHAPE = (2, 3, 64, 64)
+CALIB_SHAPE = (4, 3, 128, 128)  # BN calibration batch
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
              512, 512, 512, "M", 512, 512, 512, "M"]
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from models.common import make_divisible, scale_ch, seeded_build
 
-CALIB_SHAPE = (2, 3, 64, 64)
+CALIB_SHAPE = (4, 3, 128, 128)  # BN calibration batch
 
 
 def conv_bn_act(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1,

@@ -9,7 +9,7 @@ from torch import nn
 
 from models.common import scale_ch, seeded_build
 
-CALIB_SHAPE = (2, 3, 64, 64)
+CALIB_SHAPE = (4, 3, 128, 128)  # BN calibration batch
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

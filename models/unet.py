@@ -10,7 +10,7 @@ from torch import nn
 
 from models.common import scale_ch, seeded_build
 
-CALIB_SHAPE = (2, 3, 64, 64)
+CALIB_SHAPE = (4, 3, 128, 128)  # BN calibration batch
 
 
 def double_conv(cin: int, cout: int) -> nn.Sequential:

@@ -1,0 +1,100 @@
+"""Exports every zoo model to ONNX and checks onnxruntime against torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from models.export import example_input, export, main
+from models.zoo import ZOO
+
+WIDTH = 0.25
+DYNAMO_CASES = [("resnet18", False), ("c2f", True), ("mobilenet_v3", False)]
+
+
+def _torch_outputs(name: str, x: torch.Tensor) -> list[np.ndarray]:
+    """Runs the same (deterministically built) zoo model in torch."""
+    model = ZOO[name].build(width=WIDTH, seed=0)
+    with torch.no_grad():
+        out = model(x)
+    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    return [o.numpy() for o in outs]
+
+
+def _export_and_compare(name: str, path: Path, batch: int = 1, **kwargs) -> onnx.ModelProto:
+    """Exports at small width/input, runs checker + onnxruntime, compares to torch."""
+    shape = ZOO[name].small_input_shape
+    export(name, path, width=WIDTH, input_shape=shape, **kwargs)
+    onnx.checker.check_model(str(path), full_check=True)
+    x = example_input((batch, *shape[1:]), seed=1)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x.numpy()})
+    want = _torch_outputs(name, x)
+    assert len(got) == len(want) == ZOO[name].num_outputs
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
+    return onnx.load(str(path))
+
+
+def _count_bn(model: onnx.ModelProto | nn.Module) -> int:
+    """BatchNormalization nodes in an ONNX graph, or BN modules in a torch model."""
+    if isinstance(model, nn.Module):
+        return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return sum(n.op_type == "BatchNormalization" for n in model.graph.node)
+
+
+@pytest.mark.parametrize("keep_bn", [False, True], ids=["folded", "keep_bn"])
+@pytest.mark.parametrize("name", list(ZOO))
+def test_torchscript_export(name: str, keep_bn: bool, tmp_path: Path) -> None:
+    model = _export_and_compare(name, tmp_path / f"{name}.onnx", keep_bn=keep_bn)
+    n_modules = _count_bn(ZOO[name].build(width=WIDTH, seed=0))
+    assert n_modules > 0
+    if keep_bn:
+        assert _count_bn(model) == n_modules
+    else:  # BNs after a Conv are folded; DenseNet's pre-activation BNs stay.
+        assert _count_bn(model) < n_modules
+
+
+@pytest.mark.parametrize("name,keep_bn", DYNAMO_CASES)
+def test_dynamo_export(name: str, keep_bn: bool, tmp_path: Path) -> None:
+    model = _export_and_compare(name, tmp_path / f"{name}.onnx", exporter="dynamo",
+                                keep_bn=keep_bn)
+    assert (_count_bn(model) > 0) == keep_bn
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_dynamic_batch(exporter: str, tmp_path: Path) -> None:
+    model = _export_and_compare("shufflenet_v2", tmp_path / "s.onnx", batch=3,
+                                exporter=exporter, dynamic_batch=True)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list"]) == 0
+    assert all(name in capsys.readouterr().out for name in ZOO)
+    out = tmp_path / "a.onnx"
+    assert main(["audio1d", "-o", str(out), "--width", "0.25", "--keep-bn",
+                 "--input-shape", "1,1,4000", "--opset", "18"]) == 0
+    model = onnx.load(str(out))
+    assert model.opset_import[0].version == 18 and _count_bn(model) > 0
+
+
+def test_build_is_deterministic() -> None:
+    state = torch.random.get_rng_state()
+    a = ZOO["resnet18"].build(width=WIDTH, seed=3).state_dict()
+    b = ZOO["resnet18"].build(width=WIDTH, seed=3).state_dict()
+    c = ZOO["resnet18"].build(width=WIDTH, seed=4).state_dict()
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["bn1.running_var"], c["bn1.running_var"])
+
+
+def test_resnet50_param_count() -> None:
+    model = ZOO["resnet50"].build(width=1.0)
+    assert sum(p.numel() for p in model.parameters()) == 25_557_032
