@@ -162,6 +162,8 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
                     detail = "axes this op does not keep channel-wise"
                     record = col.record(Blocked(BlockReason.AXIS_NOT_PRESERVED, node.name or "", node.op_type, detail))
                 col.block_value(value, record, only=loose)
+        if all(is_constant(v) for v in inputs):
+            continue  # outputs computed from constants alone are no layer's channels
         for value in outputs:
             for axis in range(len(static_shape(value) or ())):
                 if (id(value), axis) in declared and (id(value), axis) not in fed:

@@ -1,4 +1,4 @@
-"""Static shape values: small integer tensors computed from static dims at run time.
+"""Static shape values: small tensors (shapes, bounds, scales) computed from static dims at run time.
 
 Exporters write ``x.size(1) // 2`` as ``Shape -> Gather -> Div``. When the dims it reads are
 static, the result is known before the model runs, and rules may read it as if it were a constant
@@ -80,7 +80,7 @@ def _evaluate(node: ir.Node, inputs: list[np.ndarray | None]) -> list[np.ndarray
 
 
 def annotate_static_values(graph: ir.Graph) -> int:
-    """Stores known small integer values in ``value.meta``; returns how many were found."""
+    """Stores known small values in ``value.meta``; returns how many were found."""
     found = 0
     for node in graph:
         if node.domain not in ("", "ai.onnx") or node.op_type not in _FOLDABLE:
@@ -93,13 +93,13 @@ def annotate_static_values(graph: ir.Graph) -> int:
             inputs = [_small_known(v) for v in node.inputs]
             if any(a is None and v is not None for a, v in zip(inputs, node.inputs)):
                 continue
-            if all(is_constant(v) for v in node.inputs if v is not None):
-                continue  # a purely constant subgraph is the exporter's business, not ours
             outputs = _evaluate(node, inputs)
         if outputs is None or any(o is None for o in outputs):
             continue
         for value, array in zip(node.outputs, outputs):
-            if array.size <= _MAX_ELEMENTS and np.issubdtype(array.dtype, np.integer):
+            if array.size <= _MAX_ELEMENTS and (
+                np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            ):
                 value.meta[STATIC_VALUE_KEY] = array
                 found += 1
     return found

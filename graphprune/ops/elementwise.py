@@ -49,3 +49,18 @@ class BroadcastRule(Rule):
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
         return broadcast_couplings(node, [v for v in node.inputs if v is not None])
+
+
+@register
+class ConstantRule(Rule):
+    """``Constant``: a parameter like an initializer (paddle2onnx keeps weights here).
+
+    Its axes are free: whatever couples to them slices the tensor.
+    """
+
+    op_types = ("Constant",)
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        out = node.outputs[0]
+        shape = static_shape(out)
+        return [identity((out, a), (out, a)) for a in range(len(shape or ()))]
