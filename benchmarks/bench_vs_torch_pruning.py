@@ -28,7 +28,7 @@ from graphprune._io import save_model  # noqa: E402
 from graphprune.bench.latency import interleaved_latency  # noqa: E402
 from graphprune.report.costs import count_costs  # noqa: E402
 from graphprune.verify.runtime import check_runs  # noqa: E402
-from graphprune.verify.structural import check_model  # noqa: E402
+from graphprune.verify.structural import check_file  # noqa: E402
 from models.export import export  # noqa: E402
 from models.zoo import ZOO  # noqa: E402
 
@@ -36,8 +36,7 @@ from models.zoo import ZOO  # noqa: E402
 def graphprune_job(source: Path, target: Path, ratio: float) -> graphprune.PruneResult:
     """What `graphprune SOURCE --ratio R -o TARGET` does, in process."""
     result = graphprune.prune(source, ratio)
-    check_model(result.model)
-    save_model(result.model, target, check=check_runs)
+    save_model(result.model, target, check=lambda p: (check_file(p), check_runs(p)))
     return result
 
 

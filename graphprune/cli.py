@@ -20,7 +20,7 @@ from graphprune.importance import SCORERS
 from graphprune.report.json_report import build_report, report_path, write_json
 from graphprune.report.table import print_analysis, print_summary
 from graphprune.verify.runtime import check_runs
-from graphprune.verify.structural import check_model
+from graphprune.verify.structural import check_file
 
 DEFAULT_ROUND_TO = 8
 
@@ -38,6 +38,12 @@ class _DefaultToPrune(click.Group):
 @click.version_option(graphprune.__version__, prog_name="graphprune")
 def cli() -> None:
     """Structured pruning of ONNX models: `graphprune model.onnx --ratio 0.5`."""
+
+
+def _verify(staged: Path) -> None:
+    """Checks run on the staged output before it is renamed into place."""
+    check_file(staged)
+    check_runs(staged)
 
 
 @cli.command()
@@ -66,8 +72,7 @@ def prune(model: Path, ratio: float, output: Path | None, criterion: str, round_
     console = Console(stderr=False)
     result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
                               exclude=exclude, seed=seed, debug=debug)
-    check_model(result.model)
-    save_model(result.model, output, check=check_runs)
+    save_model(result.model, output, check=_verify)
     settings = {"ratio": ratio, "criterion": criterion, "round_to": round_to,
                 "exclude": list(exclude), "seed": seed}
     report = build_report(result, source=model, output=output, settings=settings)

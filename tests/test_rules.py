@@ -150,6 +150,7 @@ class Case:
     runnable: bool = True  # False: custom-domain ops, analysis only
     check: Callable | None = None  # extra assertions: check(proto, analysis, result)
     constants: tuple[str, ...] = ()  # initializers written as Constant nodes instead
+    annotate: dict = dataclasses.field(default_factory=dict)  # value_info: name -> float dims
 
 
 CASES: dict[str, Case] = {}
@@ -258,20 +259,19 @@ case("conv-2d-strided-dilated-nobias", chain(
     wc=(6, 8, 3, 3)), shrink=("a", "h"))
 
 
-def _group_attribute(expected: int | None, op: str = "Conv"):
-    """Extra check: the middle conv's ``group`` equals ``expected`` (None: its kept count)."""
+def _group_attribute(expected: int | str, op: str = "Conv"):
+    """Extra check on the middle conv ``h``: ``group`` equals ``expected`` (an int, or "in"/"out":
+    its new input/output channel count), and the weight agrees with the input channels."""
 
     def check(proto, analysis, result):
         node = next(n for n in result.model.graph if n.op_type == op and n.name == "h")
         groups = node.attributes["group"].value
         w = node.inputs[1].const_value.shape
-        channels_in = node.inputs[0].shape[1]
-        if expected is None:
-            assert groups == channels_in
-        else:
-            assert groups == expected
+        channels = {"in": node.inputs[0].shape[1], "out": node.outputs[0].shape[1]}
+        assert groups == channels.get(expected, expected)
         # Conv: W[Co, Ci/g]; ConvTranspose: W[Ci, Co/g]
-        assert (w[1] * groups if op == "Conv" else w[0]) == channels_in
+        assert (w[1] * groups if op == "Conv" else w[0]) == channels["in"]
+        assert (w[0] if op == "Conv" else w[1] * groups) == channels["out"]
 
     return check
 
@@ -283,16 +283,16 @@ case("conv-depthwise", chain("d = Conv <pads=[1,1,1,1], group=8> (a, wd, bd)\n  
                              wd=(8, 1, 3, 3), bd=(8,)), shrink=("a", "d", "h"))
 case("conv-depthwise-mult2", chain("h = Conv <pads=[1,1,1,1], group=8> (a, wd, bd)",
                                    mid=16, wd=(16, 1, 3, 3), bd=(16,)),
-     shrink=("a", "h"), check=_group_attribute(None))
+     shrink=("a", "h"), check=_group_attribute("in"))
 case("conv-depthwise-direct", chain("h = Conv <pads=[1,1,1,1], group=8> (a, wd, bd)",
                                     wd=(8, 1, 3, 3), bd=(8,)),
-     check=_group_attribute(None))
+     check=_group_attribute("in"))
 case("convtranspose-g1", chain("h = ConvTranspose <strides=[2,2]> (a, wt, bt)",
                                mid=6, wt=(8, 6, 2, 2), bt=(6,)),
      shrink=("a", "h"))
 case("convtranspose-depthwise", chain(
     "h = ConvTranspose <pads=[1,1,1,1], group=8> (a, wt, bt)", wt=(8, 1, 3, 3), bt=(8,)),
-     check=_group_attribute(None, "ConvTranspose"))
+     check=_group_attribute("in", "ConvTranspose"))
 case("convtranspose-grouped-2", chain(
     "h = ConvTranspose <pads=[1,1,1,1], group=2> (a, wt, bt)", mid=6, wt=(8, 3, 3, 3),
     bt=(6,)), shrink=("a", "h"), check=_group_attribute(2, "ConvTranspose"))
@@ -453,6 +453,14 @@ def _block_of_four(proto, analysis, result):
     assert shapes["wf"][1] == 4 * shapes["w1"][0], shapes
 
 
+# torch's ``x.view(x.size(0), -1)`` with a dynamic batch (Shape -> Gather -> Unsqueeze -> Concat
+# -> Reshape): ONNX shape inference leaves the Reshape output without even a rank, and
+# ReshapeRule.refine_shapes only fills dims of a known rank, so the rule blocks UNKNOWN_SHAPE.
+VIEW_BATCH_XFAIL = pytest.mark.xfail(
+    reason="ReshapeRule blocks (unknown_shape) a Reshape whose target is Concat(Unsqueeze(Gather("
+    "Shape(x), 0)), [-1]) with a symbolic batch: its output rank, known from the target's static "
+    "length, is never filled in", strict=True)
+
 CLASSIFIER = """{hdr}
 g (float[N,3,4,4] x) => (float[N,10] y) {{
   a = Conv <pads=[1,1,1,1], strides=[2,2]> (x, w1, b1)
@@ -461,6 +469,7 @@ g (float[N,3,4,4] x) => (float[N,10] y) {{
   y = Gemm <transB=1> (f, wf, bf)
 }}"""
 _cls_inits = {"w1": (8, 3, 3, 3), "b1": (8,), "wf": (10, 32), "bf": (10,)}
+_classifiers = {}
 for _name, _body, _opset in (
     ("flatten-2x2", "f = Flatten (r)", 13),
     ("flatten-opset9", "f = Flatten <axis=1> (r)", 9),
@@ -482,10 +491,19 @@ for _name, _body, _opset in (
   tc = Concat <axis=0> (m1, cu)
   f = Reshape (r, tc)""", 13),
 ):
-    case(_name, (CLASSIFIER.format(hdr=header(_opset), body=_body), {
+    _cls = (CLASSIFIER.format(hdr=header(_opset), body=_body), {
         **_cls_inits, "t": i64(0, -1), "t2": i64(-1, 32), "t3": i64(0, 32), "i0": i64(0)[0],
-        "i1": i64(1)[0], "i2": i64(2)[0], "i3": i64(3)[0], "ax0": i64(0), "m1": i64(-1)}),
-        shrink=("r", "f"), check=_block_of_four)
+        "i1": i64(1)[0], "i2": i64(2)[0], "i3": i64(3)[0], "ax0": i64(0), "m1": i64(-1)})
+    _classifiers[_name] = _cls
+    case(_name, _cls, shrink=("r", "f"), check=_block_of_four, marks=VIEW_BATCH_XFAIL
+         if _name == "reshape-shape-gather-batch" else ())
+    case(f"{_name}-constant-nodes", _cls, shrink=("r", "f"), check=_block_of_four,
+         constants=("t", "t2", "t3", "i0", "i1", "i2", "i3", "ax0", "m1", "b1"),
+         marks=VIEW_BATCH_XFAIL if _name == "reshape-shape-gather-batch" else ())
+# The same model with the Reshape output's shape stated, as some exporters write it: the rule
+# itself handles the run-time batch piece of the target.
+case("reshape-shape-gather-batch-annotated", _classifiers["reshape-shape-gather-batch"], shrink=("r", "f"), check=_block_of_four,
+     annotate={"f": ["N", 32]})
 
 SHUFFLE = """{hdr}
 g (float[{n},3,6,6] x) => (float[{n},4,6,6] y) {{
@@ -595,6 +613,79 @@ case("block-MaxPool-indices-graph-output", (_text, _inits),
          "they are a graph output: indices shrink with the pruned channels", strict=True))
 
 
+# exporter forms and shared constants
+case("constant-nodes-conv-params", chain("h = Mul (a, k)", k=(8, 1, 1)),
+     constants=("w1", "b1", "k", "w2"))
+case("constant-node-split-sizes", (SPLIT2.format(
+    hdr=header(13), split="s1, s2 = Split <axis=1> (a, sp)"),
+    {**_split_inits(3, 5), "sp": i64(3, 5)}), shrink=("s1", "s2"), constants=("sp",))
+# torch writes tied/deduplicated weights as Identity(initializer): the conv's output channels
+# should stay prunable (they were before 543cc62 made constant-only nodes never sources).
+case("conv-weight-through-Identity", chain(
+    "wi = Identity (wc)\n  h = Conv <pads=[1,1,1,1]> (a, wi)", wc=(8, 8, 3, 3)),
+     shrink=("a", "h"), marks=pytest.mark.xfail(
+         reason="dependency._walk: a Conv whose weight is Identity(initializer) never sources its "
+         "output channels (is_constant() is False for the Identity output, so the output counts as "
+         "fed, and the Identity itself is skipped as constant-only)", strict=True))
+case("shared-weight-two-convs", chain(
+    """c = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r = Relu (c)
+  s = Conv <pads=[1,1,1,1]> (a, wc)
+  t = Conv <pads=[1,1,1,1]> (r, wc)
+  h = Concat <axis=1> (s, t)""", mid=16, wc=(8, 8, 3, 3)), shrink=("a", "c", "s", "t"))
+case("shared-per-channel-constant", chain(
+    """c = Conv <pads=[1,1,1,1]> (x, w3, b3)
+  ak = Add (a, k)
+  ck = Add (c, k)
+  h = Concat <axis=1> (ak, ck)""", mid=16, w3=(8, 3, 3, 3), b3=(8,), k=(8, 1, 1)),
+     shrink=("a", "c"))
+case("slice-shared-bounds", chain(
+    """c = Conv <pads=[1,1,1,1]> (x, w3, b3)
+  sa = Slice (a, st, en, ax)
+  sc = Slice (c, st, en, ax)
+  h = Add (sa, sc)""", opset=13, mid=5, w3=(8, 3, 3, 3), b3=(8,), st=i64(2), en=i64(7),
+    ax=i64(1)), shrink=("a", "c", "h"))
+case("reshape-shared-target", (SHUFFLE.format(hdr=header(13), n="N").replace(
+    "y = Conv <pads=[1,1,1,1]> (h, w2, b2)",
+    "c = Conv <pads=[1,1,1,1]> (h, w2, b2)\n  rc = Reshape (c, t1)\n  trc = Transpose "
+    "<perm=[0,2,1,3,4]> (rc)\n  y = Reshape (trc, t2)"), {
+    "w1": (8, 3, 3, 3), "b1": (8,), "w2": (8, 8, 3, 3), "b2": (8,), "t1": i64(0, 2, 4, 6, 6),
+    "t2": i64(0, 8, 6, 6)}), shrink=("a", "h"))
+CASES["reshape-shared-target"][0].text = CASES["reshape-shared-target"][0].text.replace(
+    "float[N,4,6,6] y", "float[N,8,6,6] y")
+case("concat-split-misaligned", chain(
+    """c = Conv <pads=[1,1,1,1]> (x, w3, b3)
+  cat = Concat <axis=1> (a, c)
+  s1, s2 = Split <axis=1> (cat, sp)
+  c1 = Conv <pads=[1,1,1,1]> (s1, wa)
+  c2 = Conv <pads=[1,1,1,1]> (s2, wb)
+  h = Add (c1, c2)""", opset=13, mid=4, w3=(6, 3, 3, 3), b3=(6,), sp=i64(5, 9),
+    wa=(4, 5, 3, 3), wb=(4, 9, 3, 3)), shrink=("a", "c", "s1", "s2"))
+case("residual-add-chain", chain(
+    """r = Relu (a)
+  c = Conv <pads=[1,1,1,1]> (r, w3, b3)
+  d = Add (c, a)
+  rd = Relu (d)
+  e = Conv <pads=[1,1,1,1]> (rd, w4, b4)
+  h = Add (e, d)""", w3=(8, 8, 3, 3), b3=(8,), w4=(8, 8, 3, 3), b4=(8,)), shrink=("a", "c", "e"))
+case("matmul-weight-left", (f"""{header(17)}
+g (float[N,16,T] x) => (float[N,4,T] y) {{
+  m = MatMul (wl, x)
+  h = Relu (m)
+  y = MatMul (wl2, h)
+}}""", {"wl": (8, 16), "wl2": (4, 8)}), shrink=("m", "h"))
+case("convtranspose-depthwise-mult2-inputs", chain(
+    "h = ConvTranspose <pads=[1,1,1,1], group=8> (a, wt, bt)", w1=(16, 3, 3, 3), b1=(16,),
+    wt=(16, 1, 3, 3), bt=(8,)), shrink=("a", "h"), check=_group_attribute("out", "ConvTranspose"))
+case("upsample-opset7-attribute", chain(
+    "h = Upsample <mode=\"nearest\", scales=[1.0, 1.0, 2.0, 2.0]> (a)", 7))
+case("block-Shape-read-at-runtime", chain_after_prunable(
+    """s = Shape (a)
+  m = ReduceMax <keepdims=0> (s)
+  mf = Cast <to=1> (m)
+  h = Mul (a, mf)""", opset=13), block=BlockReason.AXIS_NOT_PRESERVED, shrink=("zr",))
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -605,6 +696,9 @@ def _params():
 @pytest.mark.parametrize("spec", _params())
 def test_rule_case(spec: Case):
     proto = model(spec.text, constants=spec.constants, **spec.inits)
+    for name, dims in spec.annotate.items():
+        proto.graph.value_info.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims))
     analysis = graphprune.analyze(ir.from_proto(proto))
     if spec.block is not None:
         reasons = [b.reason for entry, b in analysis.blocked_sources
@@ -631,6 +725,7 @@ def test_rule_case(spec: Case):
 def test_every_registered_op_has_a_case():
     covered = set()
     for spec, _ in CASES.values():
-        covered |= {n.op_type for n in onnx.parser.parse_model(spec.text).graph.node}
+        proto = model(spec.text, constants=spec.constants, **spec.inits)
+        covered |= {n.op_type for n in proto.graph.node}
     missing = {op for domain, op, _ in registered() if domain == ""} - covered
     assert not missing, sorted(missing)
