@@ -10,11 +10,13 @@ from torch import nn
 from models.common import scale_ch, seeded_build
 
 
-def conv_bn_relu(cin: int, cout: int, k: int, stride: int = 1,
-                 groups: int = 1) -> nn.Sequential:
+def conv_bn_relu(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
     """Conv1d(no bias) + BatchNorm1d + ReLU."""
-    return nn.Sequential(nn.Conv1d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
-                         nn.BatchNorm1d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv1d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm1d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class ResBlock1d(nn.Module):
@@ -32,8 +34,10 @@ class ResBlock1d(nn.Module):
 
 
 class Audio1D(nn.Module):
-    """M5-like net: strided stem, conv stacks with max pools, residual block,
-    depthwise-separable conv, mean over time, linear head.
+    """M5-like 1D CNN with a residual and a depthwise-separable block.
+
+    Strided stem, conv stacks with max pools, a residual block, a
+    depthwise-separable conv, mean over time and a linear head.
 
     Args:
         width: Channel width multiplier.
@@ -46,12 +50,16 @@ class Audio1D(nn.Module):
         c = [scale_ch(v, width) for v in (32, 64, 128, 256)]
         stem_k, stem_s = (80, 4) if in_channels == 1 else (3, 1)
         self.features = nn.Sequential(
-            conv_bn_relu(in_channels, c[0], stem_k, stem_s), nn.MaxPool1d(4),
-            conv_bn_relu(c[0], c[1], 3), nn.MaxPool1d(4),
+            conv_bn_relu(in_channels, c[0], stem_k, stem_s),
+            nn.MaxPool1d(4),
+            conv_bn_relu(c[0], c[1], 3),
+            nn.MaxPool1d(4),
             ResBlock1d(c[1]),
-            conv_bn_relu(c[1], c[2], 3), nn.MaxPool1d(4),
+            conv_bn_relu(c[1], c[2], 3),
+            nn.MaxPool1d(4),
             conv_bn_relu(c[2], c[2], 3, groups=c[2]),
-            conv_bn_relu(c[2], c[3], 1))
+            conv_bn_relu(c[2], c[3], 1),
+        )
         self.fc = nn.Linear(c[3], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

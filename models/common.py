@@ -45,7 +45,7 @@ def _calibrate(model: nn.Module, bns: Sequence[nn.Module], x: torch.Tensor) -> N
         bn.momentum = None  # cumulative average == stats of the single batch
         bn.train()
     model(x)
-    for bn, m in zip(bns, momenta):
+    for bn, m in zip(bns, momenta, strict=True):
         bn.momentum = m
         bn.eval()
 

@@ -31,8 +31,15 @@ def output_names(num_outputs: int) -> list[str]:
     return ["output"] if num_outputs == 1 else [f"output{i}" for i in range(num_outputs)]
 
 
-def _export_torchscript(model: nn.Module, x: torch.Tensor, path: Path, outs: list[str],
-                        keep_bn: bool, dynamic_batch: bool, opset: int) -> None:
+def _export_torchscript(
+    model: nn.Module,
+    x: torch.Tensor,
+    path: Path,
+    outs: list[str],
+    keep_bn: bool,
+    dynamic_batch: bool,
+    opset: int,
+) -> None:
     """TorchScript exporter; ``keep_bn`` disables BN folding and constant folding."""
     kwargs = {}
     if keep_bn:
@@ -41,17 +48,24 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, path: Path, outs: lis
         kwargs["dynamic_axes"] = {n: {0: "batch"} for n in ["input", *outs]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, x, str(path), dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=outs, **kwargs)
+        torch.onnx.export(
+            model,
+            x,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=outs,
+            **kwargs,
+        )
 
 
 def _optimize_keep_bn(program: torch.onnx.ONNXProgram) -> None:
-    """onnxscript's default cleanup minus its BN-into-Conv fusion rewrite rules.
+    """Runs the onnxscript default cleanup minus its BN-into-Conv fusion rules.
 
     Runs constant folding, dead-node removal, constant lifting, initializer
     deduplication and common-subexpression elimination.
     """
-    # pylint: disable=import-outside-toplevel
     import onnx_ir.passes
     import onnx_ir.passes.common as passes
     import onnxscript.optimizer
@@ -67,24 +81,47 @@ def _optimize_keep_bn(program: torch.onnx.ONNXProgram) -> None:
     pipeline(program.model)
 
 
-def _export_dynamo(model: nn.Module, x: torch.Tensor, path: Path, outs: list[str],
-                   keep_bn: bool, dynamic_batch: bool, opset: int | None) -> None:
+def _export_dynamo(
+    model: nn.Module,
+    x: torch.Tensor,
+    path: Path,
+    outs: list[str],
+    keep_bn: bool,
+    dynamic_batch: bool,
+    opset: int | None,
+) -> None:
     """torch.export-based exporter (onnxscript); see :func:`export` for BN notes."""
     dyn = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     if dynamic_batch and x.shape[0] == 1:
         x = torch.cat([x, x])  # batch 1 would be specialized by torch.export
-    program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset,
-                                input_names=["input"], output_names=outs,
-                                dynamic_shapes=dyn, optimize=not keep_bn, verbose=False)
+    program = torch.onnx.export(
+        model,
+        (x,),
+        dynamo=True,
+        opset_version=opset,
+        input_names=["input"],
+        output_names=outs,
+        dynamic_shapes=dyn,
+        optimize=not keep_bn,
+        verbose=False,
+    )
     if keep_bn:
         _optimize_keep_bn(program)
     program.save(str(path), external_data=False)
 
 
-def export(name: str, path: str | Path, *, exporter: str = "torchscript",
-           keep_bn: bool = False, width: float = 1.0,
-           input_shape: tuple[int, ...] | None = None, dynamic_batch: bool = False,
-           opset: int | None = None, seed: int = 0) -> Path:
+def export(
+    name: str,
+    path: str | Path,
+    *,
+    exporter: str = "torchscript",
+    keep_bn: bool = False,
+    width: float = 1.0,
+    input_shape: tuple[int, ...] | None = None,
+    dynamic_batch: bool = False,
+    opset: int | None = None,
+    seed: int = 0,
+) -> Path:
     """Builds zoo model ``name`` and exports it to ONNX.
 
     With the TorchScript exporter, BatchNorm is folded into the preceding
@@ -92,8 +129,9 @@ def export(name: str, path: str | Path, *, exporter: str = "torchscript",
     model and no constant folding keep ``BatchNormalization`` nodes). With the
     dynamo exporter, ``keep_bn=False`` runs the default onnxscript optimizer
     (which fuses BN into Conv/ConvTranspose/Gemm) and ``keep_bn=True`` skips
-    it, applying only onnxscript constant folding and dead-node removal, so
-    ``BatchNormalization`` nodes stay. Dynamo weights are stored inside the
+    it, applying only onnxscript constant folding, dead-node removal, constant
+    lifting, initializer deduplication and CSE, so ``BatchNormalization``
+    nodes stay. Dynamo weights are stored inside the
     .onnx file (onnx falls back to external data only above 2 GB).
 
     Args:
@@ -126,8 +164,9 @@ def export(name: str, path: str | Path, *, exporter: str = "torchscript",
     outs = output_names(entry.num_outputs)
     with torch.no_grad():
         if exporter == "torchscript":
-            _export_torchscript(model, x, path, outs, keep_bn, dynamic_batch,
-                                opset or TORCHSCRIPT_OPSET)
+            _export_torchscript(
+                model, x, path, outs, keep_bn, dynamic_batch, opset or TORCHSCRIPT_OPSET
+            )
         else:
             _export_dynamo(model, x, path, outs, keep_bn, dynamic_batch, opset)
     return path
@@ -140,9 +179,12 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the process exit code."""
-    p = argparse.ArgumentParser(prog="python -m models.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", nargs="?", help="zoo model name")
+    p = argparse.ArgumentParser(
+        prog="python -m models.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", nargs="?", choices=list(ZOO), help="zoo model name")
     p.add_argument("-o", "--output", help="output path (default NAME.onnx)")
     p.add_argument("--exporter", choices=EXPORTERS, default="torchscript")
     p.add_argument("--keep-bn", action="store_true", help="keep BatchNormalization nodes")
@@ -155,14 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.list:
         for key, e in ZOO.items():
-            print(f"{key:15s} input={e.input_shape} small={e.small_input_shape} "
-                  f"outputs={e.num_outputs}")
+            print(
+                f"{key:15s} input={e.input_shape} small={e.small_input_shape} "
+                f"outputs={e.num_outputs}"
+            )
         return 0
     if not args.name:
         p.error("NAME is required unless --list is given")
-    out = export(args.name, args.output or f"{args.name}.onnx", exporter=args.exporter,
-                 keep_bn=args.keep_bn, width=args.width, input_shape=args.input_shape,
-                 dynamic_batch=args.dynamic_batch, opset=args.opset, seed=args.seed)
+    out = export(
+        args.name,
+        args.output or f"{args.name}.onnx",
+        exporter=args.exporter,
+        keep_bn=args.keep_bn,
+        width=args.width,
+        input_shape=args.input_shape,
+        dynamic_batch=args.dynamic_batch,
+        opset=args.opset,
+        seed=args.seed,
+    )
     print(out)
     return 0
 

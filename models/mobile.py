@@ -12,11 +12,14 @@ from models.common import make_divisible, scale_ch, seeded_build
 CALIB_SHAPE = (4, 3, 128, 128)  # BN calibration batch
 
 
-def conv_bn_act(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1,
-                act: type | None = nn.ReLU6) -> nn.Sequential:
+def conv_bn_act(
+    cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, act: type | None = nn.ReLU6
+) -> nn.Sequential:
     """Conv2d(no bias) + BatchNorm2d (+ activation if ``act``)."""
-    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(cout)]
+    layers = [
+        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     if act is not None:
         layers.append(act(inplace=True))
     return nn.Sequential(*layers)
@@ -29,8 +32,10 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = cin * expand
         layers = [conv_bn_act(cin, hidden)] if expand != 1 else []
-        layers += [conv_bn_act(hidden, hidden, 3, stride, groups=hidden),
-                   conv_bn_act(hidden, cout, act=None)]
+        layers += [
+            conv_bn_act(hidden, hidden, 3, stride, groups=hidden),
+            conv_bn_act(hidden, cout, act=None),
+        ]
         self.conv = nn.Sequential(*layers)
         self.use_res = stride == 1 and cin == cout
 
@@ -38,8 +43,15 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res else self.conv(x)
 
 
-V2_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-               (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+V2_SETTINGS = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
 
 
 class MobileNetV2(nn.Module):
@@ -84,8 +96,7 @@ class SqueezeExcite(nn.Module):
 class V3Block(nn.Module):
     """MobileNetV3 bneck: [expand 1x1], depthwise kxk, [SE], project 1x1."""
 
-    def __init__(self, cin: int, k: int, exp: int, cout: int, se: bool, act: type,
-                 stride: int):
+    def __init__(self, cin: int, k: int, exp: int, cout: int, se: bool, act: type, stride: int):
         super().__init__()
         layers = [conv_bn_act(cin, exp, act=act)] if exp != cin else []
         layers.append(conv_bn_act(exp, exp, k, stride, groups=exp, act=act))
@@ -100,12 +111,19 @@ class V3Block(nn.Module):
 
 
 RE, HS = nn.ReLU, nn.Hardswish
-V3_SMALL = [(16, 3, 16, 16, True, RE, 2), (16, 3, 72, 24, False, RE, 2),
-            (24, 3, 88, 24, False, RE, 1), (24, 5, 96, 40, True, HS, 2),
-            (40, 5, 240, 40, True, HS, 1), (40, 5, 240, 40, True, HS, 1),
-            (40, 5, 120, 48, True, HS, 1), (48, 5, 144, 48, True, HS, 1),
-            (48, 5, 288, 96, True, HS, 2), (96, 5, 576, 96, True, HS, 1),
-            (96, 5, 576, 96, True, HS, 1)]
+V3_SMALL = [
+    (16, 3, 16, 16, True, RE, 2),
+    (16, 3, 72, 24, False, RE, 2),
+    (24, 3, 88, 24, False, RE, 1),
+    (24, 5, 96, 40, True, HS, 2),
+    (40, 5, 240, 40, True, HS, 1),
+    (40, 5, 240, 40, True, HS, 1),
+    (40, 5, 120, 48, True, HS, 1),
+    (48, 5, 144, 48, True, HS, 1),
+    (48, 5, 288, 96, True, HS, 2),
+    (96, 5, 576, 96, True, HS, 1),
+    (96, 5, 576, 96, True, HS, 1),
+]
 
 
 class MobileNetV3Small(nn.Module):
@@ -122,8 +140,11 @@ class MobileNetV3Small(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(
-            nn.Linear(last_conv, s(1024)), nn.Hardswish(inplace=True),
-            nn.Dropout(0.2), nn.Linear(s(1024), num_classes))
+            nn.Linear(last_conv, s(1024)),
+            nn.Hardswish(inplace=True),
+            nn.Dropout(0.2),
+            nn.Linear(s(1024), num_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(self.features(x)), 1)

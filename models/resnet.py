@@ -81,8 +81,15 @@ class ResNet(nn.Module):
         wpg: Width per group (64 for plain ResNet).
     """
 
-    def __init__(self, block: type, layers: list[int], width: float = 1.0,
-                 num_classes: int = 1000, groups: int = 1, wpg: int = 64):
+    def __init__(
+        self,
+        block: type,
+        layers: list[int],
+        width: float = 1.0,
+        num_classes: int = 1000,
+        groups: int = 1,
+        wpg: int = 64,
+    ):
         super().__init__()
         div = 8 if groups > 1 else 1
         stem = scale_ch(64, width, div)

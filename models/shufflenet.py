@@ -20,11 +20,14 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, -1, h, w)
 
 
-def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1,
-            relu: bool = True) -> list[nn.Module]:
+def conv_bn(
+    cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, relu: bool = True
+) -> list[nn.Module]:
     """Conv2d(no bias) + BatchNorm2d (+ ReLU)."""
-    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(cout)]
+    layers = [
+        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     return layers + [nn.ReLU(inplace=True)] if relu else layers
 
 
@@ -36,13 +39,16 @@ class ShuffleUnit(nn.Module):
         self.stride = stride
         bf = cout // 2
         if stride > 1:
-            self.branch1 = nn.Sequential(*conv_bn(cin, cin, 3, stride, cin, relu=False),
-                                         *conv_bn(cin, bf))
+            self.branch1 = nn.Sequential(
+                *conv_bn(cin, cin, 3, stride, cin, relu=False), *conv_bn(cin, bf)
+            )
         else:
             self.branch1 = nn.Sequential()
-        self.branch2 = nn.Sequential(*conv_bn(cin if stride > 1 else bf, bf),
-                                     *conv_bn(bf, bf, 3, stride, bf, relu=False),
-                                     *conv_bn(bf, bf))
+        self.branch2 = nn.Sequential(
+            *conv_bn(cin if stride > 1 else bf, bf),
+            *conv_bn(bf, bf, 3, stride, bf, relu=False),
+            *conv_bn(bf, bf),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -62,7 +68,7 @@ class ShuffleNetV2(nn.Module):
         self.conv1 = nn.Sequential(*conv_bn(3, chans[0], 3, 2))
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin, stages = chans[0], []
-        for reps, cout in zip((4, 8, 4), chans[1:4]):
+        for reps, cout in zip((4, 8, 4), chans[1:4], strict=True):
             units = [ShuffleUnit(cin, cout, 2)]
             units += [ShuffleUnit(cout, cout, 1) for _ in range(reps - 1)]
             stages.append(nn.Sequential(*units))

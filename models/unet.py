@@ -16,10 +16,13 @@ CALIB_SHAPE = (4, 3, 128, 128)  # BN calibration batch
 def double_conv(cin: int, cout: int) -> nn.Sequential:
     """Two (Conv3x3 + BN + ReLU) layers."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True))
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class Up(nn.Module):
@@ -59,8 +62,7 @@ class UNet(nn.Module):
         self.downs = nn.ModuleList(double_conv(c[i], c[i + 1]) for i in range(4))
         self.pool = nn.MaxPool2d(2)
         modes = ("transpose", "bilinear", "transpose", "nearest")
-        self.ups = nn.ModuleList(
-            Up(c[4 - i], c[3 - i], c[3 - i], m) for i, m in enumerate(modes))
+        self.ups = nn.ModuleList(Up(c[4 - i], c[3 - i], c[3 - i], m) for i, m in enumerate(modes))
         self.outc = nn.Conv2d(c[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

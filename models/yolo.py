@@ -93,8 +93,7 @@ class C2fNet(nn.Module):
         self.stage1 = nn.Sequential(Conv(c[0], c[1], 3, 2), C2f(c[1], c[1], 1))
         self.stage2 = nn.Sequential(Conv(c[1], c[2], 3, 2), C2f(c[2], c[2], 2))
         self.stage3 = nn.Sequential(Conv(c[2], c[3], 3, 2), C2f(c[3], c[3], 2))
-        self.stage4 = nn.Sequential(Conv(c[3], c[4], 3, 2), C2f(c[4], c[4], 1),
-                                    SPPF(c[4], c[4]))
+        self.stage4 = nn.Sequential(Conv(c[3], c[4], 3, 2), C2f(c[4], c[4], 1), SPPF(c[4], c[4]))
         hidden = scale_ch(64, width, 8)
         self.heads = nn.ModuleList(HeadLevel(ci, hidden, nc) for ci in c[2:])
 
@@ -102,7 +101,7 @@ class C2fNet(nn.Module):
         p3 = self.stage2(self.stage1(self.stem(x)))
         p4 = self.stage3(p3)
         p5 = self.stage4(p4)
-        return tuple(h(p) for h, p in zip(self.heads, (p3, p4, p5)))
+        return tuple(h(p) for h, p in zip(self.heads, (p3, p4, p5), strict=True))
 
 
 def c2f(width: float = 1.0, seed: int = 0) -> nn.Module:

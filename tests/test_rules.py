@@ -38,11 +38,15 @@ def f32(*values) -> np.ndarray:
     return np.array(values, dtype=np.float32)
 
 
-def model(text: str, seed: int = 0, constants: tuple[str, ...] = (), **initializers) -> onnx.ModelProto:
-    """Parses ``text`` and adds initializers: a shape tuple gives random float32 values
-    (positive, at least 0.5, for names starting with ``var`` or ``pos``); an array is used as is.
-    Names in ``constants`` become ``Constant`` nodes instead (as exporters write them).
-    Unnamed nodes are named after their first output."""
+def model(
+    text: str, seed: int = 0, constants: tuple[str, ...] = (), **initializers
+) -> onnx.ModelProto:
+    """Parses ``text`` and adds initializers, then runs the ONNX checker.
+
+    A shape tuple gives random float32 values (positive, at least 0.5, for names starting with
+    ``var`` or ``pos``); an array is used as is. Names in ``constants`` become ``Constant`` nodes
+    instead (as exporters write them). Unnamed nodes are named after their first output.
+    """
     proto = onnx.parser.parse_model(text)
     rng = np.random.default_rng(seed)
     nodes = []
@@ -116,7 +120,9 @@ def feed_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
 def shrunk(result: graphprune.PruneResult, name: str) -> bool:
     """True when some axis of the activation ``name`` lost channels."""
     return any(
-        t["tensor"] == name and t["after"] < t["before"] for g in result.groups for t in g["tensors"]
+        t["tensor"] == name and t["after"] < t["before"]
+        for g in result.groups
+        for t in g["tensors"]
     )
 
 
@@ -260,8 +266,10 @@ case("conv-2d-strided-dilated-nobias", chain(
 
 
 def _group_attribute(expected: int | str, op: str = "Conv"):
-    """Extra check on the middle conv ``h``: ``group`` equals ``expected`` (an int, or "in"/"out":
-    its new input/output channel count), and the weight agrees with the input channels."""
+    """Extra check on the middle conv ``h``: ``group`` and weight agree with the new channels.
+
+    ``expected`` is the group count, or "in"/"out" for the conv's new input/output channel count.
+    """
 
     def check(proto, analysis, result):
         node = next(n for n in result.model.graph if n.op_type == op and n.name == "h")
@@ -309,12 +317,12 @@ g (float[N,3,H,W] x) => (float[N,10] y) {{
 }}"""
 for _tb in (0, 1):
     for _bias in ((16,), (1, 16)):
-        _shape = (lambda k, n: (n, k) if _tb else (k, n))
+        _flip = bool(_tb)
         _ab = ", alpha=0.5, beta=2.0" if len(_bias) == 2 else ""
         case(f"gemm-transB{_tb}-bias{'x'.join(map(str, _bias))}", (
             GEMM.format(hdr=header(17), tb=_tb, ab=_ab),
-            {"w1": (8, 3, 3, 3), "b1": (8,), "wg1": _shape(8, 16), "bg1": _bias,
-             "wg2": _shape(16, 10), "bg2": (10,)}), shrink=("f", "h"))
+            {"w1": (8, 3, 3, 3), "b1": (8,), "wg1": (16, 8) if _flip else (8, 16), "bg1": _bias,
+             "wg2": (10, 16) if _flip else (16, 10), "bg2": (10,)}), shrink=("f", "h"))
 case("matmul-NTC", (f"""{header(17)}
 g (float[N,T,16] x) => (float[N,T,4] y) {{
   m = MatMul (x, wm1)
@@ -368,7 +376,7 @@ g (float[N,3,H,W] x) => (float[N,4,Ho,Wo] y) {{
 
 def _split_inits(*sizes):
     inits = {"w1": (sum(sizes), 3, 3, 3), "b1": (sum(sizes),)}
-    for k, n in zip("abc", sizes):
+    for k, n in zip("abc", sizes, strict=False):
         inits[f"w{k}"], inits[f"b{k}"] = (4, n, 3, 3), (4,)
     return inits
 
@@ -453,14 +461,6 @@ def _block_of_four(proto, analysis, result):
     assert shapes["wf"][1] == 4 * shapes["w1"][0], shapes
 
 
-# torch's ``x.view(x.size(0), -1)`` with a dynamic batch (Shape -> Gather -> Unsqueeze -> Concat
-# -> Reshape): ONNX shape inference leaves the Reshape output without even a rank, and
-# ReshapeRule.refine_shapes only fills dims of a known rank, so the rule blocks UNKNOWN_SHAPE.
-VIEW_BATCH_XFAIL = pytest.mark.xfail(
-    reason="ReshapeRule blocks (unknown_shape) a Reshape whose target is Concat(Unsqueeze(Gather("
-    "Shape(x), 0)), [-1]) with a symbolic batch: its output rank, known from the target's static "
-    "length, is never filled in", strict=True)
-
 CLASSIFIER = """{hdr}
 g (float[N,3,4,4] x) => (float[N,10] y) {{
   a = Conv <pads=[1,1,1,1], strides=[2,2]> (x, w1, b1)
@@ -495,14 +495,13 @@ for _name, _body, _opset in (
         **_cls_inits, "t": i64(0, -1), "t2": i64(-1, 32), "t3": i64(0, 32), "i0": i64(0)[0],
         "i1": i64(1)[0], "i2": i64(2)[0], "i3": i64(3)[0], "ax0": i64(0), "m1": i64(-1)})
     _classifiers[_name] = _cls
-    case(_name, _cls, shrink=("r", "f"), check=_block_of_four, marks=VIEW_BATCH_XFAIL
-         if _name == "reshape-shape-gather-batch" else ())
+    case(_name, _cls, shrink=("r", "f"), check=_block_of_four)
     case(f"{_name}-constant-nodes", _cls, shrink=("r", "f"), check=_block_of_four,
-         constants=("t", "t2", "t3", "i0", "i1", "i2", "i3", "ax0", "m1", "b1"),
-         marks=VIEW_BATCH_XFAIL if _name == "reshape-shape-gather-batch" else ())
+         constants=("t", "t2", "t3", "i0", "i1", "i2", "i3", "ax0", "m1", "b1"))
 # The same model with the Reshape output's shape stated, as some exporters write it: the rule
 # itself handles the run-time batch piece of the target.
-case("reshape-shape-gather-batch-annotated", _classifiers["reshape-shape-gather-batch"], shrink=("r", "f"), check=_block_of_four,
+case("reshape-shape-gather-batch-annotated", _classifiers["reshape-shape-gather-batch"],
+     shrink=("r", "f"), check=_block_of_four,
      annotate={"f": ["N", 32]})
 
 SHUFFLE = """{hdr}
@@ -607,10 +606,7 @@ _text, _inits = chain_after_prunable(
     "h, idx = MaxPool <kernel_shape=[2,2], strides=[2,2]> (a)",
     outs=", int64[N,8,Hi,Wi] idx")
 case("block-MaxPool-indices-graph-output", (_text, _inits),
-     block=BlockReason.UNSUPPORTED_ATTRIBUTE, shrink=("zr",),
-     marks=pytest.mark.xfail(
-         reason="PoolRule.couplings blocks MaxPool indices only when they have uses, not when "
-         "they are a graph output: indices shrink with the pruned channels", strict=True))
+     block=BlockReason.UNSUPPORTED_ATTRIBUTE, shrink=("zr",))
 
 
 # exporter forms and shared constants
@@ -620,13 +616,10 @@ case("constant-node-split-sizes", (SPLIT2.format(
     hdr=header(13), split="s1, s2 = Split <axis=1> (a, sp)"),
     {**_split_inits(3, 5), "sp": i64(3, 5)}), shrink=("s1", "s2"), constants=("sp",))
 # torch writes tied/deduplicated weights as Identity(initializer): the conv's output channels
-# should stay prunable (they were before 543cc62 made constant-only nodes never sources).
+# stay prunable: the Identity output counts as a constant when deciding what feeds the conv.
 case("conv-weight-through-Identity", chain(
     "wi = Identity (wc)\n  h = Conv <pads=[1,1,1,1]> (a, wi)", wc=(8, 8, 3, 3)),
-     shrink=("a", "h"), marks=pytest.mark.xfail(
-         reason="dependency._walk: a Conv whose weight is Identity(initializer) never sources its "
-         "output channels (is_constant() is False for the Identity output, so the output counts as "
-         "fed, and the Identity itself is skipped as constant-only)", strict=True))
+     shrink=("a", "h"))
 case("shared-weight-two-convs", chain(
     """c = Conv <pads=[1,1,1,1]> (x, w1, b1)
   r = Relu (c)
@@ -685,6 +678,88 @@ case("block-Shape-read-at-runtime", chain_after_prunable(
   mf = Cast <to=1> (m)
   h = Mul (a, mf)""", opset=13), block=BlockReason.AXIS_NOT_PRESERVED, shrink=("zr",))
 
+
+# more layouts seen in exported models
+case("gemm-transA", (f"""{header(13)}
+g (float[N,3,H,W] x) => (float[N,10] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  p = GlobalAveragePool (a)
+  f = Flatten (p)
+  ft = Transpose (f)
+  h = Gemm <transA=1, transB=1> (ft, wg, bg)
+  y = Gemm <transB=1> (h, wg2, bg2)
+}}""", {"w1": (8, 3, 3, 3), "b1": (8,), "wg": (16, 8), "bg": (16,), "wg2": (10, 16),
+        "bg2": (10,)}), shrink=("f", "ft", "h"))
+case("slice-negative-axis", chain("h = Slice (a, st, en, ax)", 13, mid=5, st=i64(2), en=i64(7),
+                                  ax=i64(-3)))
+case("static-batch1-reshape", (f"""{header(13)}
+g (float[1,3,4,4] x) => (float[1,10] y) {{
+  a = Conv <pads=[1,1,1,1], strides=[2,2]> (x, w1, b1)
+  r = Relu (a)
+  f = Reshape (r, t)
+  y = Gemm <transB=1> (f, wf, bf)
+}}""", {"w1": (8, 3, 3, 3), "b1": (8,), "wf": (10, 32), "bf": (1, 10), "t": i64(1, -1)}),
+     shrink=("r", "f"), check=_block_of_four)
+SE_LINEAR = """{hdr}
+g (float[N,3,H,W] x) => (float[N,4,Ho,Wo] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  p = GlobalAveragePool (a)
+  f = Flatten (p)
+  l1 = Gemm <transB=1> (f, wl1, bl1)
+  r = Relu (l1)
+  l2 = Gemm <transB=1> (r, wl2, bl2)
+  sg = Sigmoid (l2)
+  {view}
+  h = Mul (a, gate)
+  y = Conv <pads=[1,1,1,1]> (h, w2, b2)
+}}"""
+_se_inits = {"w1": (8, 3, 3, 3), "b1": (8,), "wl1": (2, 8), "bl1": (2,), "wl2": (8, 2),
+             "bl2": (8,), "w2": (4, 8, 3, 3), "b2": (4,), "t": i64(-1, 8, 1, 1), "i0": i64(0)[0],
+             "i1": i64(1)[0], "ax0": i64(0), "one": i64(1)}
+case("se-linear-view-constant", (SE_LINEAR.format(
+    hdr=header(13), view="gate = Reshape (sg, t)"), _se_inits), shrink=("h", "gate", "r"))
+case("se-linear-view-shape-gather", (SE_LINEAR.format(hdr=header(13), view="""s = Shape (a)
+  n = Gather <axis=0> (s, i0)
+  c = Gather <axis=0> (s, i1)
+  nu = Unsqueeze (n, ax0)
+  cu = Unsqueeze (c, ax0)
+  tc = Concat <axis=0> (nu, cu, one, one)
+  gate = Reshape (sg, tc)"""), _se_inits), shrink=("h", "gate", "r"))
+case("concat-spatial-static", (chain(
+    "c = Conv <pads=[1,1,1,1]> (x, w3, b3)\n  h = Concat <axis=2> (a, c)")[0].replace(
+    "float[N,3,H,W] x", "float[N,3,6,6] x"), {**chain("")[1], "w3": (8, 3, 3, 3), "b3": (8,)}),
+     shrink=("h", "c"))
+case("split-spatial-static", (f"""{header(13)}
+g (float[N,3,8,8] x) => (float[N,4,4,8] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  s1, s2 = Split <axis=2> (a, sp)
+  h = Add (s1, s2)
+  y = Conv <pads=[1,1,1,1]> (h, w2, b2)
+}}""", {"w1": (8, 3, 3, 3), "b1": (8,), "w2": (4, 8, 3, 3), "b2": (4,), "sp": i64(4, 4)}),
+     shrink=("h", "s1", "s2"))
+case("ntc-transpose-conv1d", (f"""{header(13)}
+g (float[N,T,16] x) => (float[N,T,4] y) {{
+  m = MatMul (x, wm)
+  mt = Transpose <perm=[0,2,1]> (m)
+  c = Conv <pads=[1,1]> (mt, wc, bc)
+  r = Relu (c)
+  h = Transpose <perm=[0,2,1]> (r)
+  y = MatMul (h, wm2)
+}}""", {"wm": (16, 8), "wc": (8, 8, 3), "bc": (8,), "wm2": (8, 4)}), shrink=("m", "h"))
+case("batchnorm1d-after-gemm", (f"""{header(13)}
+g (float[N,16] x) => (float[N,4] y) {{
+  l = Gemm <transB=1> (x, w1, b1)
+  bn = BatchNormalization (l, sc, sh, mean, var)
+  h = Relu (bn)
+  y = Gemm <transB=1> (h, w2, b2)
+}}""", {"w1": (8, 16), "b1": (8,), "sc": (8,), "sh": (8,), "mean": (8,), "var": (8,),
+        "w2": (4, 8), "b2": (4,)}))
+case("concat-same-input-twice", chain("h = Concat <axis=1> (a, a)", mid=16))
+case("resize-sizes-two-nodes", chain(
+    """c = Conv <pads=[1,1,1,1]> (x, w3, b3)
+  ra = Resize <mode="nearest"> (a, , , sz)
+  rc = Resize <mode="nearest"> (c, , , sz)
+  h = Add (ra, rc)""", 13, w3=(8, 3, 3, 3), b3=(8,), sz=i64(2, 8, 7, 9)), shrink=("h", "c"))
 
 # --- tests ------------------------------------------------------------------------------------
 

@@ -20,6 +20,15 @@ WIDTH = 0.25
 DYNAMO_CASES = [("resnet18", False, False), ("c2f", True, True)]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Tiny models gain nothing from threads; one thread avoids contention stalls."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @functools.cache
 def _build(name: str) -> nn.Module:
     """The zoo model at test width; builds are deterministic, so cache them."""
@@ -40,11 +49,13 @@ def _export_and_compare(name: str, path: Path, batch: int = 1, **kwargs) -> onnx
     export(name, path, width=WIDTH, input_shape=shape, **kwargs)
     onnx.checker.check_model(str(path), full_check=True)
     x = example_input((batch, *shape[1:]), seed=1)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input": x.numpy()})
     want = _torch_outputs(name, x)
     assert len(got) == len(want) == ZOO[name].num_outputs
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
     return onnx.load(str(path))
 
@@ -70,14 +81,19 @@ def test_torchscript_export(name: str, keep_bn: bool, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name,keep_bn,dynamic", DYNAMO_CASES)
 def test_dynamo_export(name: str, keep_bn: bool, dynamic: bool, tmp_path: Path) -> None:
-    model = _export_and_compare(name, tmp_path / f"{name}.onnx", batch=3 if dynamic else 1,
-                                exporter="dynamo", keep_bn=keep_bn, dynamic_batch=dynamic)
+    model = _export_and_compare(
+        name,
+        tmp_path / f"{name}.onnx",
+        batch=3 if dynamic else 1,
+        exporter="dynamo",
+        keep_bn=keep_bn,
+        dynamic_batch=dynamic,
+    )
     assert (_count_bn(model) > 0) == keep_bn
 
 
 def test_torchscript_dynamic_batch(tmp_path: Path) -> None:
-    model = _export_and_compare("shufflenet_v2", tmp_path / "s.onnx", batch=3,
-                                dynamic_batch=True)
+    model = _export_and_compare("shufflenet_v2", tmp_path / "s.onnx", batch=3, dynamic_batch=True)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
@@ -86,8 +102,23 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     listing = capsys.readouterr().out
     assert all(name in listing for name in ZOO)
     out = tmp_path / "a.onnx"
-    assert main(["audio1d", "-o", str(out), "--width", "0.25", "--keep-bn",
-                 "--input-shape", "1,1,4000", "--opset", "18"]) == 0
+    assert (
+        main(
+            [
+                "audio1d",
+                "-o",
+                str(out),
+                "--width",
+                "0.25",
+                "--keep-bn",
+                "--input-shape",
+                "1,1,4000",
+                "--opset",
+                "18",
+            ]
+        )
+        == 0
+    )
     model = onnx.load(str(out))
     assert model.opset_import[0].version == 18 and _count_bn(model) > 0
 

@@ -132,9 +132,13 @@ def _node_result(node: ir.Node, exclude: Sequence[str]) -> list[Coupling] | Bloc
 
 def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
     col = _Collector()
+    derived: set[int] = set()  # values computed from constants alone (Identity of a weight, say)
     for node in graph:
         inputs = [v for v in node.inputs if v is not None]
         outputs = [v for v in node.outputs if v is not None and v.name]
+        from_constants = all(is_constant(v) or id(v) in derived for v in inputs)
+        if from_constants:
+            derived.update(id(v) for v in outputs)
         result = _node_result(node, exclude)
         if isinstance(result, Blocked):
             record = col.record(result)
@@ -151,7 +155,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
             declared.update([(id(ea.value), ea.axis), (id(eb.value), eb.axis)])
             for out, other in ((ea, eb), (eb, ea)):
                 if id(out.value) in output_ids and id(other.value) not in output_ids:
-                    if not is_constant(other.value):
+                    if not is_constant(other.value) and id(other.value) not in derived:
                         fed.add((id(out.value), out.axis))
         record = None
         for value in inputs + outputs:
@@ -162,7 +166,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
                     detail = "axes this op does not keep channel-wise"
                     record = col.record(Blocked(BlockReason.AXIS_NOT_PRESERVED, node.name or "", node.op_type, detail))
                 col.block_value(value, record, only=loose)
-        if all(is_constant(v) for v in inputs):
+        if from_constants:
             continue  # outputs computed from constants alone are no layer's channels
         for value in outputs:
             for axis in range(len(static_shape(value) or ())):

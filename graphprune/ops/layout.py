@@ -348,6 +348,46 @@ def _resolve_one_unknown(xs: tuple | None, ys: tuple | None) -> Shape | None:
     return tuple(static_x // static_y if k == unknown[0] else d for k, d in enumerate(plain))
 
 
+def _dim_read_from_shape(piece: ir.Value) -> int | str | None:
+    """``Unsqueeze(Gather(Shape(t), i))`` or ``Gather(Shape(t), [i])``: dim ``i`` of ``t``."""
+    node = piece.producer()
+    if node is not None and node.op_type == "Unsqueeze":
+        node = node.inputs[0].producer()
+    if node is None or node.op_type != "Gather" or node.inputs[0].producer() is None:
+        return None
+    shape_node = node.inputs[0].producer()
+    index = known_array(node.inputs[1])
+    if shape_node.op_type != "Shape" or index is None or np.size(index) != 1:
+        return None
+    dims = symbolic_shape(shape_node.inputs[0])
+    start = attr(shape_node, "start", 0)
+    if dims is None:
+        return None
+    try:
+        return dims[start:][int(np.ravel(index)[0])]
+    except IndexError:
+        return None
+
+
+def _target_dims(node: ir.Node) -> list[int | str | None] | None:
+    """The Reshape target as dims: ints, symbolic names read through ``Shape``, or None."""
+    pieces = _shape_pieces(node)
+    if pieces is None:
+        return None
+    dims: list[int | str | None] = []
+    for owner, index, array, length in pieces:
+        if array is not None:
+            dims += [int(d) for d in np.ravel(array)]
+        elif length == 1:
+            dims.append(_dim_read_from_shape(owner.inputs[index]))
+        else:
+            dims += [None] * length
+    xs = symbolic_shape(node.inputs[0]) or ()
+    if not attr(node, "allowzero", 0):
+        dims = [xs[k] if d == 0 and k < len(xs) else d for k, d in enumerate(dims)]
+    return [None if d == -1 else d for d in dims]
+
+
 @register
 class ReshapeRule(Rule):
     """Reshape (opset >= 5): runs of axes with equal products are coupled (see module rules)."""
@@ -374,12 +414,18 @@ class ReshapeRule(Rule):
 
     def refine_shapes(self, node: ir.Node) -> bool:
         y = node.outputs[0]
-        ys = static_shape(y)
+        changed = False
+        if symbolic_shape(y) is None:  # rank unknown: read the dims off the target itself
+            dims = _target_dims(node)
+            if dims is None:
+                return False
+            y.shape = ir.Shape(dims)
+            changed = True
         resolved = _resolve_one_unknown(symbolic_shape(node.inputs[0]), symbolic_shape(y))
-        if resolved is None or resolved == ys:
-            return False
-        y.shape = ir.Shape([r if isinstance(r, int) else old for r, old in zip(resolved, y.shape)])
-        return True
+        if resolved is not None and resolved != static_shape(y):
+            y.shape = ir.Shape([r if isinstance(r, int) else d for r, d in zip(resolved, y.shape)])
+            changed = True
+        return changed
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         x, y = node.inputs[0], node.outputs[0]

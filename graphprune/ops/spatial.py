@@ -36,7 +36,8 @@ class PoolRule(Rule):
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
         x, y = node.inputs[0], node.outputs[0]
-        if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].uses():
+        indices = node.outputs[1] if len(node.outputs) > 1 else None
+        if indices is not None and indices.name and (indices.uses() or indices.is_graph_output()):
             return self.blocked(node, BlockReason.UNSUPPORTED_ATTRIBUTE, "MaxPool indices used")
         return [identity((x, 0), (y, 0)), identity((x, 1), (y, 1))]
 
