@@ -11,7 +11,6 @@ from pathlib import Path
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from graphprune.analysis.static_values import annotate_static_values
 from graphprune.analysis.static_values import infer_shapes as infer_with_static_values
 from graphprune.errors import InputError, OutputError
 
@@ -37,7 +36,6 @@ def load_model(path: str | os.PathLike) -> ir.Model:
 def infer_shapes(model: ir.Model) -> ir.Model:
     """Fills in the value shapes the op rules read (partial results are kept)."""
     ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(model)
-    annotate_static_values(model.graph)
     return infer_with_static_values(model)
 
 

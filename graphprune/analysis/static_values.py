@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.ops.base import STATIC_VALUE_KEY, constant_array, is_constant, static_shape
+from graphprune.ops.base import STATIC_VALUE_KEY, constant_array, is_constant, opset_of, static_shape
 
 _FOLDABLE = frozenset({
     "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Add", "Sub", "Mul", "Div",
@@ -79,85 +79,99 @@ def _evaluate(node: ir.Node, inputs: list[np.ndarray | None]) -> list[np.ndarray
         return None
 
 
-def annotate_static_values(graph: ir.Graph) -> int:
-    """Stores known small values in ``value.meta``; returns how many were found."""
-    found = 0
-    for node in graph:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in _FOLDABLE:
-            continue
-        if node.op_type == "Shape":
-            outputs = [_shape_value(node)]
-        elif node.op_type == "Gather" and node.inputs[0].meta.get(STATIC_VALUE_KEY) is None:
-            outputs = [_gathered_dims(node)]
-        else:
-            inputs = [_small_known(v) for v in node.inputs]
-            if any(a is None and v is not None for a, v in zip(inputs, node.inputs)):
-                continue
-            outputs = _evaluate(node, inputs)
-        if outputs is None or any(o is None for o in outputs):
-            continue
-        for value, array in zip(node.outputs, outputs):
-            if array.size <= _MAX_ELEMENTS and (
-                np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-            ):
-                value.meta[STATIC_VALUE_KEY] = array
-                found += 1
+def _annotate_node(node: ir.Node) -> bool:
+    """Stores the node's outputs in ``value.meta`` when they are small and known."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in _FOLDABLE:
+        return False
+    if node.op_type == "Shape":
+        outputs = [_shape_value(node)]
+    elif node.op_type == "Gather" and node.inputs[0].meta.get(STATIC_VALUE_KEY) is None:
+        outputs = [_gathered_dims(node)]
+    else:
+        inputs = [_small_known(v) for v in node.inputs]
+        if any(a is None and v is not None for a, v in zip(inputs, node.inputs)):
+            return False
+        outputs = _evaluate(node, inputs)
+    if outputs is None or any(o is None for o in outputs):
+        return False
+    found = False
+    for value, array in zip(node.outputs, outputs):
+        numeric = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+        if array.size <= _MAX_ELEMENTS and numeric:
+            value.meta[STATIC_VALUE_KEY] = array
+            found = True
     return found
 
 
-def infer_shapes(model: ir.Model, rounds: int = 64) -> ir.Model:
-    """ONNX shape inference, re-run with known values frozen so that dependent shapes resolve.
+def annotate_static_values(graph: ir.Graph) -> int:
+    """Stores known small values in ``value.meta``; returns how many nodes gave one."""
+    return sum(_annotate_node(node) for node in graph)
+
+
+def _has_unknown_dims(node: ir.Node) -> bool:
+    return any(v.shape is None or any(not isinstance(d, int) for d in v.shape)
+               for v in node.outputs if v is not None and v.name)
+
+
+def _type_proto(value: ir.Value):
+    from onnx import helper
+
+    dims = None
+    if value.shape is not None:
+        dims = [d if isinstance(d, int) else (d.value if isinstance(d, ir.SymbolicDim) else None)
+                for d in value.shape]
+    return helper.make_tensor_type_proto(int(value.dtype), dims)
+
+
+def _infer_node(node: ir.Node) -> None:
+    """ONNX inference for one node, with known values as input data; fills unknown output dims."""
+    import onnx
+    from onnx import numpy_helper
+
+    inputs = [v for v in node.inputs if v is not None and v.name]
+    if any(v.dtype is None for v in inputs):
+        return
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset_of(node), node.domain or "")
+        data = {}
+        for v in inputs:
+            array = _small_known(v)
+            if array is not None:
+                data[v.name] = numpy_helper.from_array(np.asarray(array), v.name)
+        types = {v.name: _type_proto(v) for v in inputs}
+        inferred = onnx.shape_inference.infer_node_outputs(
+            schema, ir.serde.serialize_node(node), types, data)
+    except Exception:  # unknown schema or an inference error: keep what we have
+        return
+    for value in node.outputs:
+        tensor_type = inferred.get(value.name)
+        if tensor_type is None or not tensor_type.tensor_type.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in tensor_type.tensor_type.shape.dim]
+        old = value.shape
+        if old is None or len(old) != len(dims):
+            value.shape = ir.Shape(dims)
+        else:
+            value.shape = ir.Shape([n if isinstance(n, int) and not isinstance(o, int) else o
+                                    for o, n in zip(old, dims)])
+
+
+def infer_shapes(model: ir.Model) -> ir.Model:
+    """Completes ONNX shape inference where exporters compute shapes at run time.
 
     Exporters compute Slice bounds and Reshape targets from ``Shape``; ONNX inference cannot
-    always follow them, so each round freezes the known values in a serialized copy (the model
-    itself is only annotated) and copies the inferred shapes back.
+    always follow them. One sweep in graph order annotates known values, re-infers nodes whose
+    outputs still have unknown dims with those values as input data, and lets the node's rule
+    fill what remains (a Reshape's ``-1`` next to a symbolic batch, say).
     """
-    from onnx_ir.passes.common._c_api_utils import call_onnx_api
-
     from graphprune.ops import lookup
 
-    for _ in range(rounds):
-        known = {}
-        for node in model.graph:
-            if len(node.outputs) == 1 and STATIC_VALUE_KEY in node.outputs[0].meta:
-                known[node.outputs[0].name] = node.outputs[0].meta[STATIC_VALUE_KEY]
-        inferred = call_onnx_api(lambda proto: _infer_frozen(proto, known), model)
-        _merge_shapes(model, inferred)
-        refined = False
-        for node in model.graph:
-            rule = lookup(node)
-            refined = (rule is not None and rule.refine_shapes(node)) or refined
-        if not refined and not annotate_static_values(model.graph) - len(known):
-            break
-    return model
-
-
-def _infer_frozen(proto, known: dict[str, np.ndarray]):
-    import onnx
-    from onnx import helper, numpy_helper
-
-    for node in proto.graph.node:
-        if len(node.output) == 1 and node.output[0] in known:
-            constant = helper.make_node(
-                "Constant", [], [node.output[0]], value=numpy_helper.from_array(known[node.output[0]])
-            )
-            node.CopyFrom(constant)
-    return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
-
-
-def _merge_shapes(model: ir.Model, proto) -> None:
-    shapes = {}
-    for info in list(proto.graph.value_info) + list(proto.graph.output):
-        dims = info.type.tensor_type.shape.dim
-        if info.type.tensor_type.HasField("shape"):
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
     for node in model.graph:
-        for value in node.outputs:
-            dims = shapes.get(value.name)
-            if dims is None:
-                continue
-            old = value.shape
-            if old is None or len(old) != len(dims) or any(
-                not isinstance(o, int) and isinstance(d, int) for o, d in zip(old, dims)
-            ):
-                value.shape = ir.Shape(dims)
+        if _has_unknown_dims(node):
+            _infer_node(node)
+            rule = lookup(node)
+            if rule is not None:
+                rule.refine_shapes(node)
+        _annotate_node(node)
+    return model

@@ -1,1 +1,1 @@
-"""onnxruntime latency measurement."""
+"""Measurement in onnxruntime: inputs, latency (CPU, CUDA), output fidelity, sweeps."""

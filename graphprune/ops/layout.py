@@ -413,19 +413,23 @@ class ReshapeRule(Rule):
         return found
 
     def refine_shapes(self, node: ir.Node) -> bool:
+        """Output dims from the target's known entries, then its one ``-1`` if symbols cancel."""
         y = node.outputs[0]
-        changed = False
-        if symbolic_shape(y) is None:  # rank unknown: read the dims off the target itself
-            dims = _target_dims(node)
-            if dims is None:
-                return False
-            y.shape = ir.Shape(dims)
-            changed = True
-        resolved = _resolve_one_unknown(symbolic_shape(node.inputs[0]), symbolic_shape(y))
-        if resolved is not None and resolved != static_shape(y):
-            y.shape = ir.Shape([r if isinstance(r, int) else d for r, d in zip(resolved, y.shape)])
-            changed = True
-        return changed
+        current, target = symbolic_shape(y), _target_dims(node)
+        if current is None and target is None:
+            return False
+        if current is None or (target is not None and len(target) != len(current)):
+            dims = list(target)
+        else:
+            target = target or current
+            dims = [c if isinstance(c, int) or t is None else t for c, t in zip(current, target)]
+        resolved = _resolve_one_unknown(symbolic_shape(node.inputs[0]), tuple(dims))
+        if resolved is not None:
+            dims = [r if isinstance(r, int) else d for r, d in zip(resolved, dims)]
+        if current is not None and tuple(dims) == current:
+            return False
+        y.shape = ir.Shape(dims)
+        return True
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         x, y = node.inputs[0], node.outputs[0]
