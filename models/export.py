@@ -39,13 +39,18 @@ def _export_torchscript(
     keep_bn: bool,
     dynamic_batch: bool,
     opset: int,
+    dynamic_spatial: bool = False,
 ) -> None:
     """TorchScript exporter; ``keep_bn`` disables BN folding and constant folding."""
     kwargs = {}
     if keep_bn:
         kwargs = {"training": torch.onnx.TrainingMode.PRESERVE, "do_constant_folding": False}
-    if dynamic_batch:
-        kwargs["dynamic_axes"] = {n: {0: "batch"} for n in ["input", *outs]}
+    axes = {n: {0: "batch"} for n in ["input", *outs]} if dynamic_batch else {}
+    if dynamic_spatial:
+        spatial = {k: f"dim{k}" for k in range(2, x.dim())}
+        axes["input"] = {**axes.get("input", {}), **spatial}
+    if axes:
+        kwargs["dynamic_axes"] = axes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
@@ -119,6 +124,7 @@ def export(
     width: float = 1.0,
     input_shape: tuple[int, ...] | None = None,
     dynamic_batch: bool = False,
+    dynamic_spatial: bool = False,
     opset: int | None = None,
     seed: int = 0,
 ) -> Path:
@@ -142,6 +148,7 @@ def export(
         width: Channel width multiplier.
         input_shape: Export input shape; defaults to the entry's ``input_shape``.
         dynamic_batch: Make dim 0 of the input and outputs dynamic.
+        dynamic_spatial: Make the input's spatial dims dynamic (torchscript only).
         opset: ONNX opset (default 17 for torchscript, torch's default for
             dynamo: 20 with torch 2.13).
         seed: Seed for weights (and the example input).
@@ -165,7 +172,8 @@ def export(
     with torch.no_grad():
         if exporter == "torchscript":
             _export_torchscript(
-                model, x, path, outs, keep_bn, dynamic_batch, opset or TORCHSCRIPT_OPSET
+                model, x, path, outs, keep_bn, dynamic_batch, opset or TORCHSCRIPT_OPSET,
+                dynamic_spatial,
             )
         else:
             _export_dynamo(model, x, path, outs, keep_bn, dynamic_batch, opset)
@@ -191,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--input-shape", type=parse_shape, help="e.g. 1,3,224,224")
     p.add_argument("--dynamic-batch", action="store_true")
+    p.add_argument("--dynamic-spatial", action="store_true", help="dynamic H/W (torchscript)")
     p.add_argument("--opset", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list", action="store_true", help="list zoo models and exit")
@@ -212,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         width=args.width,
         input_shape=args.input_shape,
         dynamic_batch=args.dynamic_batch,
+        dynamic_spatial=args.dynamic_spatial,
         opset=args.opset,
         seed=args.seed,
     )

@@ -93,3 +93,23 @@ def test_pruned_model_keeps_initializer_names(exported):
     original = {t.name for t in proto.graph.initializer}
     assert names <= original | {n for n in names if "_static" in n}
     assert np.mean([n in names for n in original]) > 0.9
+
+
+# vgg16_bn's 7x7 adaptive pool only exports at a fixed spatial size.
+_SPATIAL = sorted(set(ZOO) - {"vgg16_bn"})
+
+
+@pytest.mark.parametrize("name", _SPATIAL)
+def test_pruned_model_runs_at_other_batch_and_spatial_size(tmp_path, name):
+    path = export(name, tmp_path / f"{name}.onnx", width=WIDTH, input_shape=_small_shape(name),
+                  dynamic_batch=True, dynamic_spatial=True)
+    proto = onnx.load(path)
+    result = prune_proto(proto, ratio=0.5)
+    assert result.after.macs < 0.8 * result.before.macs
+    shape = list(_small_shape(name))
+    shape[0] = 3
+    shape[2:] = [d + 32 for d in shape[2:]]
+    feeds = feeds_for(proto, {proto.graph.input[0].name: tuple(shape)})
+    assert_mask_equivalent(proto, result, feeds)
+    pruned_input = ir.to_proto(result.model).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in pruned_input] == [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
