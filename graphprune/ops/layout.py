@@ -43,6 +43,21 @@ def _shapes(rule: Rule, node: ir.Node) -> tuple[Shape, Shape] | Blocked:
     return xs, ys
 
 
+def _pieces_along(rule: Rule, node: ir.Node, whole: ir.Value, parts, axis: int):
+    """Part ``k`` is elements ``[off_k, off_k + n_k)`` of ``whole`` along ``axis``; other axes match."""
+    rank = len(static_shape(whole))
+    found, offset = [], 0
+    for part in parts:
+        shape = static_shape(part)
+        if shape is None or shape[axis] is None:
+            return rule.blocked(node, BlockReason.DYNAMIC_SIZE, "sizes along the axis unknown")
+        found += [identity((part, a), (whole, a)) for a in range(rank) if a != axis]
+        n = np.arange(shape[axis])
+        found.append(mapped((part, axis), (whole, axis), n, offset + n))
+        offset += len(n)
+    return found
+
+
 @register
 class ConcatRule(Rule):
     """``Y = concat(X_0, X_1, ...)`` along ``axis``: input k occupies ``[off_k, off_k + n_k)``."""
@@ -54,17 +69,7 @@ class ConcatRule(Rule):
         ys = static_shape(y)
         if ys is None:
             return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "output rank unknown")
-        axis = normalize_axis(attr(node, "axis"), len(ys))
-        found, offset = [], 0
-        for x in node.inputs:
-            xs = static_shape(x)
-            if xs is None or xs[axis] is None:
-                return self.blocked(node, BlockReason.DYNAMIC_SIZE, "concat sizes unknown")
-            found += [identity((x, a), (y, a)) for a in range(len(ys)) if a != axis]
-            n = xs[axis]
-            found.append(mapped((x, axis), (y, axis), np.arange(n), offset + np.arange(n)))
-            offset += n
-        return found
+        return _pieces_along(self, node, y, node.inputs, normalize_axis(attr(node, "axis"), len(ys)))
 
 
 @register
@@ -79,16 +84,7 @@ class SplitRule(Rule):
         if xs is None:
             return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "input rank unknown")
         axis = normalize_axis(attr(node, "axis", 0), len(xs))
-        found, offset = [], 0
-        for y in node.outputs:
-            ys = static_shape(y)
-            if ys is None or ys[axis] is None:
-                return self.blocked(node, BlockReason.DYNAMIC_SIZE, "split sizes unknown")
-            found += [identity((x, a), (y, a)) for a in range(len(xs)) if a != axis]
-            n = ys[axis]
-            found.append(mapped((x, axis), (y, axis), offset + np.arange(n), np.arange(n)))
-            offset += n
-        return found
+        return _pieces_along(self, node, x, node.outputs, axis)
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         axis = normalize_axis(attr(node, "axis", 0), len(static_shape(node.inputs[0])))
