@@ -1,7 +1,8 @@
 """Which --round-to default is fastest in onnxruntime on CPU? Measured, not guessed.
 
 Prunes one zoo model at several ratios with round_to 1, 4, 8, 16 and times every pruned model in
-one interleaved session, so the ratios below are side by side on the same machine state.
+one interleaved session (in both orders, averaged), so the ratios below are side by side on the
+same machine state.
 
     python benchmarks/round_to.py --model resnet50 --ratios 0.3,0.5,0.7
 """
@@ -42,12 +43,14 @@ def main() -> None:
             save_model(result.model, path)
             paths.append(path)
             macs.append(result.after.macs / result.before.macs)
-        timings = interleaved_latency(paths, runs=args.runs)
-        base = timings[steps.index(1)]["median_ms"] if 1 in steps else timings[0]["median_ms"]
-        for step, mac, timing in zip(steps, macs, timings):
+        # both orders, so that a model's place in the round cannot favour it
+        forward = interleaved_latency(paths, runs=args.runs)
+        backward = interleaved_latency(paths[::-1], runs=args.runs)[::-1]
+        medians = [(f["median_ms"] + b["median_ms"]) / 2 for f, b in zip(forward, backward)]
+        base = medians[steps.index(1)] if 1 in steps else medians[0]
+        for step, mac, median in zip(steps, macs, medians):
             rows.append({"ratio": ratio, "round_to": step, "macs_ratio": round(mac, 4),
-                         "median_ms": round(timing["median_ms"], 3),
-                         "vs_round_to_1": round(timing["median_ms"] / base, 3)})
+                         "median_ms": round(median, 3), "vs_round_to_1": round(median / base, 3)})
     print(f"{'ratio':>6} {'round_to':>9} {'MACs x':>8} {'median ms':>10} {'vs 1':>6}")
     for row in rows:
         print(f"{row['ratio']:>6} {row['round_to']:>9} {row['macs_ratio']:>8} "
