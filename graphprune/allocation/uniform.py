@@ -1,10 +1,18 @@
-"""Uniform allocation: every segment of every group keeps the same share of its channels."""
+"""Uniform allocation: every group keeps the same share of its channels.
+
+Within a group the kept count is shared out over its segments (classes that reach the same
+axes, such as the two halves of a split) in proportion to their sizes, largest remainders
+first, so each part keeps about the same share; then every axis of the group keeps at least one
+element, and each segment keeps its best-scored classes.
+"""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from graphprune.analysis import ChannelAnalysis
+from graphprune.analysis import ChannelAnalysis, Group
 
 
 def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
@@ -21,14 +29,45 @@ def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
     return int(min(n, max(rounded, step, 1)))
 
 
+def _class_step(analysis: ChannelAnalysis, group: Group, round_to: int) -> int:
+    """``round_to`` in classes: a class that is ``m`` root channels needs ``round_to/gcd`` classes."""
+    root = analysis.axis_labels(group.root)
+    counts = np.unique(root, return_counts=True)[1]
+    multiplicity = int(counts.min()) if len(counts) else 1
+    return max(1, round_to // math.gcd(round_to, multiplicity))
+
+
+def _quotas(sizes: np.ndarray, keep: int) -> np.ndarray:
+    """``keep`` shared out in proportion to ``sizes`` (largest remainders first)."""
+    exact = keep * sizes / sizes.sum()
+    quota = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - quota), kind="stable")
+    quota[order[: keep - int(quota.sum())]] += 1
+    return np.minimum(quota, sizes)
+
+
+def _group_removal(analysis: ChannelAnalysis, group: Group, scores: np.ndarray, ratio: float,
+                   round_to: int) -> np.ndarray:
+    keep_total = keep_count(len(group.classes), ratio, _class_step(analysis, group, round_to))
+    sizes = np.array([len(s) for s in group.segments], dtype=np.int64)
+    kept = []
+    for segment, quota in zip(group.segments, _quotas(sizes, keep_total)):
+        order = np.argsort(-scores[segment], kind="stable")
+        kept.append(segment[order[:quota]])
+    keep = np.zeros(analysis.table.num_elements, dtype=bool)
+    keep[np.concatenate(kept)] = True
+    members = np.zeros_like(keep)
+    members[group.classes] = True
+    for index in group.axes:  # no axis may lose every element
+        labels = analysis.axis_labels(analysis.table.axes[index])
+        if not (keep[labels] | ~members[labels]).any():
+            keep[labels[np.argmax(scores[labels])]] = True
+    return group.classes[~keep[group.classes]]
+
+
 def uniform_allocation(
     analysis: ChannelAnalysis, scores: np.ndarray, ratio: float, round_to: int = 1
 ) -> np.ndarray:
-    """Class labels to remove: the lowest-scored classes of each segment of each group."""
-    removed = []
-    for group in analysis.groups:
-        for segment in group.segments:
-            keep = keep_count(len(segment), ratio, round_to)
-            order = np.argsort(-scores[segment], kind="stable")
-            removed.append(segment[order[keep:]])
+    """Class labels to remove: ``ratio`` of every group, lowest scores first."""
+    removed = [_group_removal(analysis, g, scores, ratio, round_to) for g in analysis.groups]
     return np.concatenate(removed) if removed else np.zeros(0, dtype=np.int64)
