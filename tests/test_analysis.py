@@ -382,3 +382,35 @@ def test_random_selection_respects_segments():
         for group in analysis.groups:
             for segment in group.segments:
                 assert not set(segment.tolist()) <= removed
+
+
+def uneven_split() -> onnx.ModelProto:
+    """A conv output split 1/7: the one-channel part must keep its channel at any ratio."""
+    return model(f"""{HEADER13}
+g (float[N,3,H,W] x) => (float[N,4,H,W] y) {{
+  c = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  s1, s2 = Split <axis=1> (c, sp)
+  d1 = Conv <pads=[1,1,1,1]> (s1, wa)
+  d2 = Conv <pads=[1,1,1,1]> (s2, wb)
+  y = Add (d1, d2)
+}}""", w1=(8, 3, 3, 3), b1=(8,), sp=np.array([1, 7], np.int64), wa=(4, 1, 3, 3),
+                 wb=(4, 7, 3, 3))
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.9])
+def test_every_axis_keeps_an_element(ratio):
+    proto = uneven_split()
+    result = prune_proto(proto, ratio=ratio, round_to=1)
+    shapes = {t.name: tuple(t.dims) for t in ir.to_proto(result.model).graph.initializer}
+    assert shapes["wa"][1] == 1 and 1 <= shapes["wb"][1] < 7
+    assert_mask_equivalent(proto, result, feeds_for(proto, FEEDS_SHAPE))
+
+
+def test_round_to_counts_channels_not_classes():
+    """A grouped conv's class is one offset in each of 4 groups: 4 channels, so round_to 4 lets
+    half of the 8 channels go (counting classes, 1 of 2 would round up to 4 and keep both)."""
+    proto = grouped()
+    result = prune_proto(proto, ratio=0.5, round_to=4)
+    shapes = {t.name: tuple(t.dims) for t in ir.to_proto(result.model).graph.initializer}
+    assert shapes["w1"][0] == 4 and shapes["wg"][1] == 1
+    assert_mask_equivalent(proto, result, feeds_for(proto, FEEDS_SHAPE))
