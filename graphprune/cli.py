@@ -14,11 +14,25 @@ import click
 from rich.console import Console
 
 import graphprune
-from graphprune._io import save_model
+from graphprune._io import load_model, save_model
+from graphprune.bench.inputs import inputs_for_models, load_inputs, parse_input_shapes
+from graphprune.bench.latency import DEFAULT_WARMUP
+from graphprune.bench.measure import BenchSettings, measure
+from graphprune.bench.progress import progress_bar, step
+from graphprune.bench.sweep import parse_ratios, sweep
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import SCORERS
-from graphprune.report.json_report import build_report, report_path, write_json
-from graphprune.report.table import print_analysis, print_summary
+from graphprune.report.costs import count_costs
+from graphprune.report.files import write_json
+from graphprune.report.json_report import bench_report, build_report
+from graphprune.report.table import (
+    print_analysis,
+    print_bench,
+    print_notices,
+    print_summary,
+    print_sweep,
+)
+from graphprune.report.writers import write_prune_reports, write_sweep_reports
 from graphprune.verify.runtime import check_runs
 from graphprune.verify.structural import check_file
 
@@ -46,39 +60,162 @@ def _verify(staged: Path) -> None:
     check_runs(staged)
 
 
+_PRUNE_OPTIONS = [
+    click.option("--criterion", type=click.Choice(sorted(SCORERS)), default="l1",
+                 show_default=True, help="Channel importance."),
+    click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
+                 help="Round kept channel counts to a multiple of this."),
+    click.option("--exclude", multiple=True, metavar="PATTERN",
+                 help="Leave nodes whose name matches this fnmatch pattern untouched "
+                      "(repeatable)."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed of --criterion random and of random inputs."),
+]
+_INPUT_OPTIONS = [
+    click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
+                 help="Size of an input's symbolic dims (default: batch 1, image H, W 224)."),
+    click.option("--data", type=click.Path(path_type=Path), default=None,
+                 help="Inputs: a .npy/.npz file, a folder of them, or a folder of images "
+                      "(default: random)."),
+    click.option("--samples", type=int, default=None,
+                 help="Most input batches used for fidelity (default: 16 random, all data)."),
+]
+_BENCH_OPTIONS = [
+    click.option("--threads", type=int, default=None,
+                 help="CPU intra-op threads (default: physical cores)."),
+    click.option("--runs", type=int, default=None,
+                 help="Timed runs per model (default: what fits in about 5 s, 20 to 500)."),
+    click.option("--warmup", type=int, default=DEFAULT_WARMUP, show_default=True,
+                 help="Untimed runs per model and input shape first."),
+    click.option("--providers", default="cpu,cuda", show_default=True,
+                 help="Execution providers to time; cuda where onnxruntime-gpu and a GPU are."),
+]
+
+
+def _options(*groups):
+    def decorate(fn):
+        for option in reversed([o for group in groups for o in group]):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
+    names = tuple(p.strip().lower() for p in providers.split(",") if p.strip())
+    return BenchSettings(runs=runs, warmup=warmup, threads=threads, providers=names)
+
+
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--ratio", type=float, default=0.5, show_default=True,
               help="Share of channels removed from every prunable group, in [0, 1).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output model path (default: <input stem>.pruned.onnx).")
-@click.option("--criterion", type=click.Choice(sorted(SCORERS)), default="l1", show_default=True,
-              help="Channel importance.")
-@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
-              help="Round kept channel counts to a multiple of this.")
-@click.option("--exclude", multiple=True, metavar="PATTERN",
-              help="Leave nodes whose name matches this fnmatch pattern untouched (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --criterion random.")
+@_options(_PRUNE_OPTIONS)
+@click.option("--bench/--no-bench", default=True, show_default=True,
+              help="Measure latency and fidelity of the original and the pruned model.")
+@_options(_INPUT_OPTIONS, _BENCH_OPTIONS)
 @click.option("--force", is_flag=True, help="Allow overwriting the input model.")
-@click.option("--debug", is_flag=True, help="Strict checks after the rewrite; tracebacks on errors.")
+@click.option("--debug", is_flag=True,
+              help="Strict checks after the rewrite; tracebacks on errors.")
 def prune(model: Path, ratio: float, output: Path | None, criterion: str, round_to: int,
-          exclude: tuple[str, ...], seed: int, force: bool, debug: bool) -> None:
-    """Prune MODEL and write the pruned model and a JSON report."""
+          exclude: tuple[str, ...], seed: int, bench: bool, input_shapes: tuple[str, ...],
+          data: Path | None, samples: int | None, threads: int | None, runs: int | None,
+          warmup: int, providers: str, force: bool, debug: bool) -> None:
+    """Prune MODEL; write the pruned model and JSON and HTML reports."""
     output = output or model.with_name(f"{model.stem}.pruned.onnx")
     if not force and output.resolve() == model.resolve():
         raise UsageError(f"{output}: output would overwrite the input (use --force)")
     if not 0 <= ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
+    settings = _settings(runs, warmup, threads, providers)
+    inputs = (load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
+              if bench else None)
     console = Console(stderr=False)
-    result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
-                              exclude=exclude, seed=seed, debug=debug)
-    save_model(result.model, output, check=_verify)
-    settings = {"ratio": ratio, "criterion": criterion, "round_to": round_to,
-                "exclude": list(exclude), "seed": seed}
-    report = build_report(result, source=model, output=output, settings=settings)
-    write_json(report, report_path(output))
-    print_summary(result, console)
-    console.print(f"wrote {output} and {report_path(output)}")
+    with progress_bar() as progress:
+        with step(progress, "pruning"):
+            result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
+                                      exclude=exclude, seed=seed, debug=debug)
+        with step(progress, "checking and writing the model"):
+            save_model(result.model, output, check=_verify)
+        measurement = measure([model, output], inputs, settings, progress) if bench else None
+        report = build_report(result, source=model, output=output, measurement=measurement,
+                              settings={"ratio": ratio, "criterion": criterion,
+                                        "round_to": round_to, "exclude": list(exclude),
+                                        "seed": seed})
+        with step(progress, "writing the reports"):
+            paths = write_prune_reports(report, output)
+    print_notices(report["notices"], console)
+    print_summary(report, console)
+    console.print(f"wrote {output}, {paths[0]} and {paths[1]}", highlight=False)
+
+
+@cli.command(name="bench")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_options(_INPUT_OPTIONS, _BENCH_OPTIONS)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the results to this JSON file.")
+@click.option("--debug", is_flag=True, help="Tracebacks on errors.")
+def bench_command(models: tuple[Path, ...], input_shapes: tuple[str, ...], data: Path | None,
+                  samples: int | None, threads: int | None, runs: int | None, warmup: int,
+                  providers: str, seed: int, json_path: Path | None, debug: bool) -> None:
+    """Time MODELS interleaved in onnxruntime; fidelity of each to the first."""
+    del debug
+    settings = _settings(runs, warmup, threads, providers)
+    inputs = inputs_for_models(models, parse_input_shapes(input_shapes), data, samples, seed)
+    with progress_bar() as progress:
+        with step(progress, "counting costs", len(models)) as advance:
+            costs = []
+            for path in models:
+                costs.append(count_costs(load_model(path)))
+                advance()
+        report = bench_report(costs, measure(models, inputs, settings, progress))
+    if json_path is not None:
+        write_json(report, json_path)
+    console = Console()
+    print_notices(report["notices"], console)
+    print_bench(report, console)
+
+
+@cli.command(name="sweep")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7", show_default=True,
+              help="Comma-separated pruning ratios, each in [0, 1).")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of <stem>.sweep.json/.html (default: the model's folder).")
+@click.option("--keep-models", is_flag=True,
+              help="Keep the pruned model of every ratio (<stem>.ratioR.onnx).")
+@_options(_PRUNE_OPTIONS)
+@click.option("--bench/--no-bench", default=True, show_default=True,
+              help="Measure latency and fidelity at every ratio.")
+@_options(_INPUT_OPTIONS, _BENCH_OPTIONS)
+@click.option("--debug", is_flag=True, help="Tracebacks on errors.")
+def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models: bool,
+                  criterion: str, round_to: int, exclude: tuple[str, ...], seed: int, bench: bool,
+                  input_shapes: tuple[str, ...], data: Path | None, samples: int | None,
+                  threads: int | None, runs: int | None, warmup: int, providers: str,
+                  debug: bool) -> None:
+    """Prune MODEL at several ratios; plot MACs, latency and fidelity against the ratio."""
+    del debug
+    out_dir = output_dir or model.parent
+    if not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: no such folder")
+    settings = _settings(runs, warmup, threads, providers)
+    ratio_list = parse_ratios(ratios)
+    inputs = (load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
+              if bench else None)
+    with progress_bar() as progress:
+        report = sweep(model, ratio_list, out_dir, inputs, settings, keep_models=keep_models,
+                       check=_verify, progress=progress,
+                       prune_options={"criterion": criterion, "round_to": round_to,
+                                      "exclude": list(exclude), "seed": seed})
+        with step(progress, "writing the reports"):
+            paths = write_sweep_reports(report, out_dir, model)
+    console = Console()
+    print_notices(report["notices"], console)
+    print_sweep(report, console)
+    console.print(f"wrote {paths[0]} and {paths[1]}", highlight=False)
 
 
 @cli.command()

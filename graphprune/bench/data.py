@@ -32,7 +32,8 @@ def _cut(array: np.ndarray, spec: InputSpec, source: Path) -> list[np.ndarray]:
         raise InputError(f"{source}: array of shape {list(array.shape)} does not fit input "
                          f"'{spec.name}' of shape {list(shape)} (batches of {batch})")
     if np.issubdtype(spec.dtype, np.floating) != np.issubdtype(array.dtype, np.floating):
-        raise InputError(f"{source}: {array.dtype} data for input '{spec.name}' of type {spec.dtype}")
+        raise InputError(f"{source}: {array.dtype} data for input '{spec.name}' "
+                         f"of type {spec.dtype}")
     array = array.astype(spec.dtype, copy=False)
     return [array[i:i + batch] for i in range(0, array.shape[0], batch)]
 

@@ -30,7 +30,8 @@ def _image_spec(specs: Sequence[InputSpec], folder: Path) -> InputSpec:
     if len(specs) != 1:
         raise InputError(f"{folder}: a folder of images needs a model with one input")
     spec = specs[0]
-    if len(spec.shape) != 4 or spec.shape[1] not in (1, 3) or not np.issubdtype(spec.dtype, np.floating):
+    is_float = np.issubdtype(spec.dtype, np.floating)
+    if len(spec.shape) != 4 or spec.shape[1] not in (1, 3) or not is_float:
         raise InputError(f"{folder}: images need a float input of shape N x 1|3 x H x W, "
                          f"'{spec.name}' is {spec.dtype} {list(spec.shape)}")
     return spec

@@ -59,7 +59,8 @@ def parse_input_shapes(texts: Sequence[str]) -> dict[str, tuple[int, ...]]:
         except ValueError:
             shape = ()
         if not shape or min(shape) < 1:
-            raise UsageError(f"--input-shape {text!r}: expected NAME=D1,D2,... of positive integers")
+            raise UsageError(f"--input-shape {text!r}: expected NAME=D1,D2,... "
+                             "of positive integers")
         shapes[name.strip()] = shape
     return shapes
 
@@ -79,7 +80,8 @@ def _declared(path: Path) -> list[tuple[str, tuple[int | str, ...], np.dtype]]:
         tensor = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                      for d in tensor.shape.dim)
-        declared.append((value.name, dims, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))))
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        declared.append((value.name, dims, dtype))
     return declared
 
 
@@ -92,10 +94,12 @@ def _default_dim(name: str, dims: tuple[int | str, ...], axis: int) -> int:
                      f"give its size with --input-shape {name}=...")
 
 
-def _resolve(name: str, dims: tuple[int | str, ...], given: tuple[int, ...] | None) -> tuple[int, ...]:
+def _resolve(name: str, dims: tuple[int | str, ...],
+             given: tuple[int, ...] | None) -> tuple[int, ...]:
     if given is None:
-        return tuple(d if isinstance(d, int) else _default_dim(name, dims, a) for a, d in enumerate(dims))
-    static_mismatch = any(isinstance(d, int) and d != g for d, g in zip(dims, given))
+        return tuple(d if isinstance(d, int) else _default_dim(name, dims, a)
+                     for a, d in enumerate(dims))
+    static_mismatch = any(isinstance(d, int) and d != g for d, g in zip(dims, given, strict=False))
     if len(given) != len(dims) or static_mismatch:
         declared = ",".join(str(d) for d in dims)
         raise UsageError(f"--input-shape for '{name}' is {','.join(map(str, given))}, "
@@ -161,3 +165,20 @@ def load_inputs(
 
     batches = load_batches(Path(data), specs)
     return Inputs(specs, tuple(batches[:samples] if samples else batches), str(data))
+
+
+def inputs_for_models(
+    paths: Sequence[str | os.PathLike],
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    data: str | os.PathLike | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+) -> list[Inputs]:
+    """Inputs per model: the first model's for every model whose inputs are the same."""
+    first = load_inputs(paths[0], shapes, data, samples, seed)
+    inputs = [first]
+    for path in paths[1:]:
+        same = resolve_specs(path, shapes) == first.specs
+        inputs.append(first if same else load_inputs(path, shapes, data, samples, seed))
+    return inputs
+

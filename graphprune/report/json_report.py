@@ -1,19 +1,32 @@
-"""The JSON report written beside the pruned model."""
+"""The JSON reports: prune (beside the pruned model), bench, and sweep.
+
+The prune report's ``before`` and ``after`` hold parameters, MACs (total, per op type, per node),
+file size and latency per execution provider; ``fidelity`` compares the outputs of the pruned
+model with the original's on the same inputs; ``environment`` says what it was measured on.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from graphprune.analysis import ChannelAnalysis
+from graphprune.bench.measure import Measurement
 from graphprune.pipeline import PruneResult
+from graphprune.report.costs import Costs, file_size
+from graphprune.report.files import write_json
+
+__all__ = ["bench_report", "blocked_summary", "build_report", "html_path", "model_entry",
+           "report_path", "write_json"]
 
 
 def report_path(output: Path) -> Path:
     """``<output stem>.report.json`` beside the output model."""
     return output.with_name(f"{output.stem}.report.json")
+
+
+def html_path(output: Path) -> Path:
+    """``<output stem>.report.html`` beside the output model."""
+    return output.with_name(f"{output.stem}.report.html")
 
 
 def blocked_summary(analysis: ChannelAnalysis) -> list[dict]:
@@ -32,29 +45,55 @@ def blocked_summary(analysis: ChannelAnalysis) -> list[dict]:
     ]
 
 
-def build_report(result: PruneResult, *, source: Path, output: Path, settings: dict) -> dict:
+def model_entry(costs: Costs, path: Path, measurement: Measurement | None, index: int) -> dict:
+    """Costs, file size and latency by provider of the ``index``-th measured model."""
+    latency = measurement.latency[index] if measurement else {}
+    return {
+        **costs.as_dict(),
+        "file_size": file_size(path),
+        "latency": {provider: stats.as_dict() for provider, stats in latency.items()},
+    }
+
+
+def _ratio(after: float | None, before: float | None) -> float | None:
+    return after / before if after is not None and before else None
+
+
+def _ratios(before: dict, after: dict) -> dict:
+    ratios = {key: _ratio(after[key], before[key]) for key in ("params", "macs", "file_size")}
+    for provider, stats in after["latency"].items():
+        if provider in before["latency"]:
+            ratios[f"latency_{provider}"] = _ratio(stats["median_ms"],
+                                                   before["latency"][provider]["median_ms"])
+    return ratios
+
+
+def build_report(result: PruneResult, *, source: Path, output: Path, settings: dict,
+                 measurement: Measurement | None = None) -> dict:
+    """The prune report; ``measurement`` (original first, pruned second) adds latency/fidelity."""
+    before = model_entry(result.before, source, measurement, 0)
+    after = model_entry(result.after, output, measurement, 1)
     return {
         "input": str(source),
         "output": str(output),
         "settings": settings,
-        "before": result.before.as_dict(),
-        "after": result.after.as_dict(),
-        "ratios": {
-            "params": result.after.params / max(result.before.params, 1),
-            "macs": result.after.macs / max(result.before.macs, 1),
-        },
+        "before": before,
+        "after": after,
+        "ratios": _ratios(before, after),
+        "fidelity": measurement.fidelity[1] if measurement else None,
+        "environment": measurement.environment if measurement else None,
+        "notices": list(measurement.notices) if measurement else [],
         "groups": result.groups,
         "blocked": blocked_summary(result.analysis),
     }
 
 
-def write_json(data: dict, path: Path) -> None:
-    """Writes ``data`` to ``path`` atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=".graphprune-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def bench_report(costs: list[Costs], measurement: Measurement) -> dict:
+    """``graphprune bench``: every model's costs, file size, latency and fidelity to the first."""
+    models = []
+    for index, (path, cost) in enumerate(zip(measurement.paths, costs, strict=True)):
+        entry = {"path": str(path), **model_entry(cost, path, measurement, index)}
+        entry["fidelity_to_first"] = measurement.fidelity[index]
+        models.append(entry)
+    return {"environment": measurement.environment, "notices": list(measurement.notices),
+            "models": models}

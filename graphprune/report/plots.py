@@ -1,0 +1,180 @@
+"""Report plots as base64 PNGs (matplotlib, no pyplot state), so the HTML needs no network."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+BEFORE, AFTER = "#9bb7d4", "#1f4e79"
+_MAX_LABELS = 60
+
+
+def _values(values: Sequence[float | None]) -> np.ndarray:
+    """Floats with None as NaN (a gap in the line)."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def _figure(width: float, height: float, rows: int = 1, cols: int = 1):
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return figure, figure.subplots(rows, cols, squeeze=False)
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _bar_pairs(ax, labels: Sequence[str], before: Sequence[float], after: Sequence[float]) -> None:
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, before, 0.4, color=BEFORE, label="before")
+    ax.bar(x + 0.2, after, 0.4, color=AFTER, label="after")
+    if len(labels) <= _MAX_LABELS:
+        ax.set_xticks(x, labels, rotation=90, fontsize=6 if len(labels) > 20 else 8)
+    ax.legend()
+
+
+def _short(name: str) -> str:
+    """A node name for a tick label: path parts that are not a prefix of the next, no op type.
+
+    ``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0/conv1``.
+    """
+    parts = [p for p in name.split("/") if p]
+    parts = parts[:-1] if len(parts) > 1 else parts
+    following = [*parts[1:], ""]
+    return "/".join(p for p, after in zip(parts, following, strict=True) if not after.startswith(p))
+
+
+def channels_per_group(groups: Sequence[dict]) -> str:
+    """Channels before and after of every group, in graph order."""
+    figure, axes = _figure(12, 4.5)
+    ax = axes[0][0]
+    labels = [_short(g["name"]) for g in groups]
+    _bar_pairs(ax, labels, [g["channels_before"] for g in groups],
+               [g["channels_after"] for g in groups])
+    ax.set_ylabel("channels")
+    ax.set_title(f"Channels kept per layer ({len(groups)} groups)")
+    return _png(figure)
+
+
+def macs_by_op(before: dict[str, int], after: dict[str, int]) -> str:
+    """MACs per op type, before and after (in millions)."""
+    ops = sorted(set(before) | set(after), key=lambda op: -before.get(op, 0))
+    figure, axes = _figure(6, 3.5)
+    ax = axes[0][0]
+    _bar_pairs(ax, ops, [before.get(op, 0) / 1e6 for op in ops],
+               [after.get(op, 0) / 1e6 for op in ops])
+    ax.set_xticks(range(len(ops)), ops, rotation=0)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.4g", fontsize=7)
+    ax.set_ylabel("MMACs")
+    ax.set_title("MACs per op type")
+    return _png(figure)
+
+
+def macs_per_node(before: Sequence[dict], after: Sequence[dict]) -> str:
+    """MACs of every node with MACs, in graph order, before and after (by node name)."""
+    after_by_name = {n["name"]: n["macs"] for n in after}
+    nodes = [n for n in before if n["macs"]]
+    figure, axes = _figure(12, 3.5)
+    ax = axes[0][0]
+    x = np.arange(len(nodes))
+    ax.bar(x, [n["macs"] / 1e6 for n in nodes], 0.8, color=BEFORE, label="before")
+    ax.bar(x, [after_by_name.get(n["name"], 0) / 1e6 for n in nodes], 0.5, color=AFTER,
+           label="after")
+    ax.set_xlabel("node (graph order)")
+    ax.set_ylabel("MMACs")
+    ax.set_title("MACs per node")
+    ax.legend()
+    return _png(figure)
+
+
+def latency_distributions(before: dict[str, dict], after: dict[str, dict]) -> str | None:
+    """Per provider: the latency samples of before and after as box plots with every sample."""
+    providers = [p for p in before if p in after]
+    if not providers:
+        return None
+    figure, axes = _figure(5 * len(providers), 3.8, 1, len(providers))
+    rng = np.random.default_rng(0)
+    for ax, provider in zip(axes[0], providers, strict=True):
+        samples = [before[provider]["samples_ms"], after[provider]["samples_ms"]]
+        ax.boxplot(samples, showfliers=False, widths=0.5)
+        for k, (values, color) in enumerate(zip(samples, (BEFORE, AFTER), strict=True), start=1):
+            ax.scatter(k + rng.uniform(-0.15, 0.15, len(values)), values, s=6, color=color,
+                       alpha=0.6)
+        ax.set_xticks([1, 2], ["before", "after"])
+        ax.set_ylabel("ms per run")
+        top = 1.15 * max(np.percentile(s, 99) for s in samples)  # a stray spike hides the boxes
+        ax.set_ylim(0, top)
+        hidden = sum(int(np.sum(np.asarray(s) > top)) for s in samples)
+        note = f", {hidden} above the axis" if hidden else ""
+        ax.set_title(f"{provider.upper()} latency ({len(samples[0])} runs each{note})")
+    return _png(figure)
+
+
+def sweep_costs(ratios: Sequence[float], points: Sequence[dict]) -> str:
+    """Params, MACs and file size relative to the original against the pruning ratio."""
+    figure, axes = _figure(6, 3.8)
+    ax = axes[0][0]
+    for key, marker in (("macs_ratio", "o"), ("params_ratio", "s"), ("file_size_ratio", "^")):
+        ax.plot(ratios, [p[key] for p in points], marker=marker, label=key.replace("_ratio", ""))
+    ax.set_xlabel("pruning ratio")
+    ax.set_ylabel("after / before")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Costs against ratio")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(figure)
+
+
+def sweep_latency(ratios: Sequence[float], points: Sequence[dict], original: dict) -> str | None:
+    """Median latency (bars to p90) against the ratio, the original at ratio 0 as a line."""
+    providers = list(original["latency"])
+    if not providers:
+        return None
+    figure, axes = _figure(5 * len(providers), 3.8, 1, len(providers))
+    for ax, provider in zip(axes[0], providers, strict=True):
+        medians = np.array([p["latency"][provider]["median_ms"] for p in points])
+        p90 = np.array([p["latency"][provider]["p90_ms"] for p in points])
+        ax.errorbar(ratios, medians, yerr=[np.zeros_like(p90), p90 - medians], marker="o",
+                    capsize=3, color=AFTER, label="pruned (median, bar to p90)")
+        ax.axhline(original["latency"][provider]["median_ms"], color=BEFORE, linestyle="--",
+                   label="original median")
+        ax.set_xlabel("pruning ratio")
+        ax.set_ylabel("ms per run")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{provider.upper()} latency against ratio")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _png(figure)
+
+
+def sweep_fidelity(ratios: Sequence[float], fidelity: Sequence[dict]) -> str:
+    """Relative L2 error (left) and cosine similarity / top-1 agreement (right) against ratio."""
+    figure, axes = _figure(6, 3.8)
+    ax = axes[0][0]
+    ax.plot(ratios, _values([f["rel_l2"] for f in fidelity]), marker="o", color="#c0392b",
+            label="relative L2 error")
+    ax.set_xlabel("pruning ratio")
+    ax.set_ylabel("relative L2 error")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    right.plot(ratios, _values([f["cosine"] for f in fidelity]), marker="s", color=AFTER,
+               label="cosine")
+    top1 = [f["top1_agreement"] for f in fidelity]
+    if any(t is not None for t in top1):
+        right.plot(ratios, _values(top1), marker="^",
+                   color="#27ae60", label="top-1 agreement")
+    right.set_ylim(-0.05, 1.05)
+    right.set_ylabel("cosine / top-1")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    figure.legend(lines[0] + more[0], lines[1] + more[1], loc="outside lower center", ncols=3)
+    ax.set_title("Fidelity to the original against ratio")
+    return _png(figure)
