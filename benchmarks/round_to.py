@@ -1,8 +1,7 @@
 """Which --round-to default is fastest in onnxruntime on CPU? Measured, not guessed.
 
 Prunes one zoo model at several ratios with round_to 1, 4, 8, 16 and times every pruned model in
-one interleaved session (in both orders, averaged), so the ratios below are side by side on the
-same machine state.
+one interleaved session, so the ratios below are side by side on the same machine state.
 
     python benchmarks/round_to.py --model resnet50 --ratios 0.3,0.5,0.7
 """
@@ -43,10 +42,8 @@ def main() -> None:
             save_model(result.model, path)
             paths.append(path)
             macs.append(result.after.macs / result.before.macs)
-        # both orders, so that a model's place in the round cannot favour it
-        forward = interleaved_latency(paths, runs=args.runs)
-        backward = interleaved_latency(paths[::-1], runs=args.runs)[::-1]
-        medians = [(f["median_ms"] + b["median_ms"]) / 2 for f, b in zip(forward, backward)]
+        # interleave() reverses the order every other round: no model is favoured by its place
+        medians = [t["median_ms"] for t in interleaved_latency(paths, runs=args.runs)]
         base = medians[steps.index(1)] if 1 in steps else medians[0]
         for step, mac, median in zip(steps, macs, medians):
             rows.append({"ratio": ratio, "round_to": step, "macs_ratio": round(mac, 4),
