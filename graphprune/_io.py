@@ -2,47 +2,187 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from graphprune.analysis.static_values import infer_shapes as infer_with_static_values
-from graphprune.errors import InputError, OutputError
+from graphprune.errors import InputError, OutputError, UsageError, one_line
+from graphprune.ops.base import constant_array
+
+SOURCE_KEY = "graphprune.source"  # model.meta: the resolved path the model was loaded from
+EXTERNAL_KEY = "graphprune.external_data"  # model.meta: the loaded file had external data
+PROTOBUF_LIMIT = 2**31 - 2**26  # above this many tensor bytes a model needs external data
+BLOCK_BYTES = 2**24  # what one block of a large constant holds while it is read
 
 
-def load_model(path: str | os.PathLike) -> ir.Model:
-    """Loads ``path`` and infers the shapes the rules read; raises InputError for bad input."""
-    path = Path(path)
+@contextlib.contextmanager
+def _quiet_onnx_ir() -> Iterator[None]:
+    """Silences onnx-ir's warnings (dangling inputs, failed inference) for the duration.
+
+    Python's last-resort handler would print them on stderr; the CLI reports one line per error,
+    and what the warnings describe is either checked (the ONNX checker) or tolerated (partial
+    shape inference).
+    """
+    logger = logging.getLogger("onnx_ir")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_path(path: Path) -> None:
+    """Refuses a path that is missing, a folder, unreadable or empty (InputError)."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an ONNX model")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: not readable")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
+
+
+def check_input(path: Path) -> None:
+    """Runs ``onnx.checker`` (full check, by path so external data and > 2 GB work) on an input."""
     try:
-        model = ir.load(path)
-    except Exception as exc:  # protobuf and onnx-ir raise many kinds for a bad file
-        raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # ValidationError, InferenceError and the C++ parser's errors
+        raise InputError(f"{path}: fails the ONNX checker: {one_line(exc)}") from exc
+
+
+def _graphs(graph: ir.Graph) -> Iterator[ir.Graph]:
+    """``graph`` and every subgraph in it, at any depth."""
+    yield graph
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        for attribute in node.attributes.values():
+            if attribute.type == ir.AttributeType.GRAPH:
+                yield attribute.value
+            elif attribute.type == ir.AttributeType.GRAPHS:
+                yield from attribute.value
+
+
+def _external_tensors(graph: ir.Graph) -> Iterator[ir.ExternalTensor]:
+    for sub in _graphs(graph):
+        for value in sub.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                yield value.const_value
+
+
+def check_external_data(model: ir.Model, path: Path) -> None:
+    """Every external tensor lies inside the model's folder, in a file long enough to hold it."""
+    folder = path.resolve().parent
+    for tensor in _external_tensors(model.graph):
+        where = f"{path}: external data of '{tensor.name}'"
+        data = Path(tensor.path).resolve()
+        if folder != data.parent and folder not in data.parents:
+            raise InputError(f"{where} points outside the model's folder ({tensor.location})")
+        if not data.is_file():
+            raise InputError(f"{where}: no such file {tensor.location}")
+        end = (tensor.offset or 0) + (tensor.length if tensor.length is not None else tensor.nbytes)
+        if data.stat().st_size < end:
+            raise InputError(f"{where}: {tensor.location} is truncated ({data.stat().st_size} "
+                             f"bytes, the tensor ends at byte {end})")
+
+
+def load_model(path: str | os.PathLike) -> ir.Model:
+    """Loads ``path`` and infers the shapes the rules read; raises InputError for bad input.
+
+    A model is refused when it cannot be parsed, has no nodes, fails ``onnx.checker`` (full
+    check), or has external data outside its folder or shorter than its tensors. Tensors in
+    external data stay memory-mapped.
+    """
+    path = Path(path)
+    check_path(path)
+    with _quiet_onnx_ir():
+        try:
+            model = ir.load(path)
+        except Exception as exc:  # protobuf and onnx-ir raise many kinds for a bad file
+            raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
     if model.graph is None or len(model.graph) == 0:
         raise InputError(f"{path}: the model has no nodes")
+    check_input(path)
+    check_external_data(model, path)
+    model.meta[SOURCE_KEY] = str(path.resolve())
+    model.meta[EXTERNAL_KEY] = has_external_data(model)
     return infer_shapes(model)
 
 
 def infer_shapes(model: ir.Model) -> ir.Model:
     """Fills in the value shapes the op rules read (partial results are kept)."""
-    ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(model)
-    return infer_with_static_values(model)
+    with _quiet_onnx_ir():
+        ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(model)
+        return infer_with_static_values(model)
 
 
 def has_external_data(model: ir.Model) -> bool:
-    return any(
-        isinstance(v.const_value, ir.ExternalTensor) for v in model.graph.initializers.values()
-    )
+    return any(True for _ in _external_tensors(model.graph))
+
+
+def tensor_bytes(model: ir.Model) -> int:
+    """Bytes of every initializer of the main graph."""
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values()
+               if v.const_value is not None)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(output: Path, source: Path, force: bool = False) -> None:
+    """Refuses an output path before any work is done (the CLI calls this first).
+
+    Raises UsageError when ``output`` is the input (same file, through links too) unless
+    ``force``, and OutputError when it is a folder or its folder does not take new files (a
+    temporary file is created there and removed).
+    """
+    output, source = Path(output), Path(source)
+    if not force and (output.resolve() == source.resolve() or _same_file(output, source)):
+        raise UsageError(f"{output}: output would overwrite the input (use --force)")
+    if output.is_dir():
+        raise OutputError(f"{output}: is a directory")
+    folder = output.parent if str(output.parent) else Path(".")
+    try:
+        with tempfile.TemporaryFile(prefix=".graphprune-", dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot write here ({exc.strerror or exc})") from exc
+
+
+def _check_destination(model: ir.Model, path: Path, data_name: str | None) -> None:
+    """Refuses destinations that are folders, and a data file the model itself reads from.
+
+    Overwriting the input model is the caller's decision (``--force``); its data file may then be
+    replaced too (the old one stays mapped until the write is done). Any other output whose data
+    file is the input's would change the input, so it is refused.
+    """
+    folder = path.parent
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    if data_name is None:
+        return
+    data = folder / data_name
+    if data.is_dir():
+        raise OutputError(f"{data}: is a directory")
+    source = model.meta.get(SOURCE_KEY)
+    if source is not None and _same_file(path, Path(source)):
+        return
+    if any(_same_file(data, Path(t.path)) for t in _external_tensors(model.graph)):
+        raise UsageError(f"{data}: is the input's external data; choose another output name")
 
 
 def save_model(
@@ -54,19 +194,23 @@ def save_model(
     """Writes ``model`` to ``path`` atomically (temporary files in the same folder, then rename).
 
     With external data, tensors go to ``<name>.data`` beside the model, renamed into place before
-    the model file, so a reader never sees a model whose data is missing. ``check`` is called on the
-    staged file before anything is renamed; if it raises, nothing is written.
+    the model file, so a reader never sees a model whose data is missing. External data is used
+    when the loaded file had it (even if every external tensor was sliced into memory since), when
+    the model still has external tensors, or when its tensors would not fit a protobuf. ``check``
+    is called on the staged file before anything is renamed; if it raises, nothing is written.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if external_data is None:
-        external_data = has_external_data(model)
+        external_data = (model.meta.get(EXTERNAL_KEY, False) or has_external_data(model)
+                         or tensor_bytes(model) > PROTOBUF_LIMIT)
+    data_name = f"{path.name}.data" if external_data else None
+    _check_destination(model, path, data_name)
     try:
         staging = Path(tempfile.mkdtemp(prefix=".graphprune-", dir=folder))
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from exc
     try:
-        data_name = f"{path.name}.data" if external_data else None
         ir.save(model, staging / path.name, external_data=data_name)
         if check is not None:
             check(staging / path.name)
@@ -77,3 +221,42 @@ def save_model(
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _file_backed(tensor) -> bool:
+    """External tensors of plain numpy types (others go through onnx-ir's memory map)."""
+    return (isinstance(tensor, ir.ExternalTensor) and len(tensor.shape) > 0
+            and np.dtype(tensor.dtype.numpy()).kind in "fiub")
+
+
+def iter_blocks(
+    value: ir.Value, block_bytes: int = BLOCK_BYTES
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, array[start:stop])``: a constant in blocks along its first axis.
+
+    A tensor in external data is read from its file block by block with plain reads, not through
+    the memory map, so one pass over a tensor larger than memory holds one block at a time (pages
+    of a mapped file that were read count towards the process's resident memory). Other constants
+    are sliced from their array. A scalar comes as one block.
+    """
+    tensor = value.const_value
+    if not _file_backed(tensor):
+        array = np.asarray(constant_array(value))
+        if array.ndim == 0:
+            yield 0, array
+            return
+        step = max(1, block_bytes // max(1, array[:1].nbytes))
+        for start in range(0, len(array), step):
+            yield start, array[start : start + step]
+        return
+    shape = tuple(int(d) for d in tensor.shape.numpy())
+    dtype = np.dtype(tensor.dtype.numpy()).newbyteorder("<")
+    row = int(np.prod(shape[1:], dtype=np.int64))
+    step = max(1, block_bytes // max(1, row * dtype.itemsize))
+    with open(tensor.path, "rb") as handle:
+        for start in range(0, shape[0], step):
+            stop = min(shape[0], start + step)
+            handle.seek((tensor.offset or 0) + start * row * dtype.itemsize)
+            block = np.fromfile(handle, dtype=dtype, count=(stop - start) * row)
+            yield start, block.reshape((stop - start, *shape[1:])).astype(dtype.newbyteorder("="),
+                                                                         copy=False)

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 
 import graphprune
-from graphprune._io import load_model, save_model
+from graphprune._io import check_output, load_model, save_model
 from graphprune.bench.inputs import inputs_for_models, load_inputs, parse_input_shapes
 from graphprune.bench.latency import DEFAULT_WARMUP
 from graphprune.bench.measure import BenchSettings, measure
@@ -124,10 +124,9 @@ def prune(model: Path, ratio: float, output: Path | None, criterion: str, round_
           warmup: int, providers: str, force: bool, debug: bool) -> None:
     """Prune MODEL; write the pruned model and JSON and HTML reports."""
     output = output or model.with_name(f"{model.stem}.pruned.onnx")
-    if not force and output.resolve() == model.resolve():
-        raise UsageError(f"{output}: output would overwrite the input (use --force)")
     if not 0 <= ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
+    check_output(output, model, force)
     settings = _settings(runs, warmup, threads, providers)
     inputs = (load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
               if bench else None)

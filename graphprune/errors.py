@@ -31,3 +31,9 @@ class VerificationError(GraphpruneError):
     """The pruned model failed a check; nothing was written (exit code 4)."""
 
     exit_code = 4
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception's message on one line (whitespace collapsed), cut at ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

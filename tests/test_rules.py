@@ -761,6 +761,60 @@ case("resize-sizes-two-nodes", chain(
   rc = Resize <mode="nearest"> (c, , , sz)
   h = Add (ra, rc)""", 13, w3=(8, 3, 3, 3), b3=(8,), sz=i64(2, 8, 7, 9)), shrink=("h", "c"))
 
+# exporter forms found by tests/test_exporters.py
+# TorchScript writes F.pad's pads as ConstantOfShape -> Concat -> Reshape -> Slice -> Transpose.
+case("pad-pads-computed-from-constants", chain(
+    """k = ConstantOfShape <value = int64[1] {0}> (four)
+  cat = Concat <axis=0> (ones, k)
+  r = Reshape (cat, m12)
+  sl = Slice (r, st, en, ax, stp)
+  tr = Transpose <perm=[1,0]> (sl)
+  rr = Reshape (tr, m1)
+  pc = Cast <to=7> (rr)
+  h = Pad (a, pc)""", 13, four=i64(4), ones=i64(1, 1, 1, 1), m12=i64(-1, 2), st=i64(-1),
+    en=i64(-I64_MAX), ax=i64(0), stp=i64(-1), m1=i64(-1)))
+# A freshly built BatchNorm has running_var == weight (ones) and running_mean == bias (zeros);
+# torch ties them, writing the statistics as Identity of the parameters.
+case("batchnorm-stats-through-Identity", chain(
+    """mi = Identity (sh)
+  vi = Identity (posv)
+  h = BatchNormalization (a, posv, sh, mi, vi)""", sh=(8,), posv=(8,)))
+
+# QDQ quantization (onnxruntime's quantize_static): int8 weights with per-channel scales and zero
+# points, an int32 bias, activations quantized per tensor.
+case("qdq-per-channel-weights", chain(
+    """q = QuantizeLinear (a, sa, za)
+  dq = DequantizeLinear (q, sa, za)
+  wd = DequantizeLinear <axis=0> (wq, ws, wz)
+  bd = DequantizeLinear <axis=0> (bq, bs)
+  c = Conv <pads=[1,1,1,1]> (dq, wd, bd)
+  h = Relu (c)""", sa=np.array(0.05, np.float32), za=np.array(128, np.uint8),
+    wq=np.random.default_rng(3).integers(-100, 100, (8, 8, 3, 3)).astype(np.int8),
+    ws=f32(*np.linspace(0.002, 0.004, 8)), wz=np.arange(-4, 4).astype(np.int8),
+    bq=np.arange(-40, 40, 10).astype(np.int32), bs=f32(*np.linspace(1e-4, 2e-4, 8))),
+     shrink=("a", "c", "h"))
+case("block-QuantizeLinear-per-channel", chain_after_prunable(
+    """wq = QuantizeLinear <axis=0> (wf, ws, wz)
+  wd = DequantizeLinear <axis=0> (wq, ws, wz)
+  h = Conv <pads=[1,1,1,1]> (a, wd)""", wf=(8, 8, 3, 3), ws=f32(*np.linspace(0.01, 0.02, 8)),
+    wz=np.zeros(8, np.int8)), block=BlockReason.UNSUPPORTED_ATTRIBUTE, shrink=("zr",))
+
+# onnxruntime's offline optimizer: com.microsoft FusedConv (with a sum input) and FusedGemm.
+_fused_text, _fused_inits = chain(
+    """z = Conv <pads=[1,1,1,1]> (x, w3, b3)
+  h = com.microsoft.FusedConv <activation="LeakyRelu", activation_params=[0.1], pads=[1,1,1,1]>
+      (a, wf, bf, z)""", w3=(8, 3, 3, 3), b3=(8,), wf=(8, 8, 3, 3), bf=(8,))
+case("contrib-FusedConv-sum-input", (_fused_text.replace(
+    header(17), header(17, ', "com.microsoft" : 1')), _fused_inits), shrink=("a", "h", "z"))
+case("contrib-FusedGemm", (f"""{header(13, ', "com.microsoft" : 1')}
+g (float[N,16] x) => (float[N,4] y) {{
+  a = Gemm <transB=1> (x, w1, b1)
+  h = com.microsoft.FusedGemm <transB=1, activation="Relu"> (a, w2, b2)
+  y = Gemm <transB=1> (h, w3, b3)
+}}""", {"w1": (8, 16), "b1": (8,), "w2": (6, 8), "b2": (6,), "w3": (4, 6), "b3": (4,)}),
+     shrink=("a", "h"))
+
+
 # --- tests ------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from graphprune.ops.base import STATIC_VALUE_KEY, constant_array, is_constant, o
 _FOLDABLE = frozenset({
     "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Add", "Sub", "Mul", "Div",
     "Floor", "Ceil", "Cast", "Identity", "Reshape", "Range", "Equal", "Where", "Max", "Min",
+    "ConstantOfShape", "Transpose",
 })  # fmt: skip
 _MAX_ELEMENTS = 64
 
@@ -91,6 +92,8 @@ def _annotate_node(node: ir.Node) -> bool:
         inputs = [_small_known(v) for v in node.inputs]
         if any(a is None and v is not None for a, v in zip(inputs, node.inputs)):
             return False
+        if node.op_type == "ConstantOfShape" and np.prod(inputs[0]) > _MAX_ELEMENTS:
+            return False  # a large fill is no shape value: don't build it
         outputs = _evaluate(node, inputs)
     if outputs is None or any(o is None for o in outputs):
         return False
@@ -149,6 +152,8 @@ def _infer_node(node: ir.Node) -> None:
             continue
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                 for d in tensor_type.tensor_type.shape.dim]
+        if value.dtype is None and tensor_type.tensor_type.elem_type:
+            value.dtype = ir.DataType(tensor_type.tensor_type.elem_type)
         old = value.shape
         if old is None or len(old) != len(dims):
             value.shape = ir.Shape(dims)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from graphprune._io import check_path
 from graphprune.errors import InputError, UsageError
 
 Batch = dict[str, np.ndarray]
@@ -66,8 +67,7 @@ def parse_input_shapes(texts: Sequence[str]) -> dict[str, tuple[int, ...]]:
 
 
 def _declared(path: Path) -> list[tuple[str, tuple[int | str, ...], np.dtype]]:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
+    check_path(path)
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises many kinds for a bad file

@@ -17,15 +17,20 @@ from rich.progress import (
 
 
 def progress_bar(console: Console | None = None) -> Progress:
-    """A transient progress display: spinner, description, bar, done/total, elapsed time."""
+    """A transient progress display: spinner, description, bar, done/total, elapsed time.
+
+    Off when the console is not a terminal (a bar would leave blank lines in a log).
+    """
+    console = console or Console(stderr=True)
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console or Console(stderr=True),
+        console=console,
         transient=True,
+        disable=not console.is_terminal,
     )
 
 

@@ -8,25 +8,42 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphprune._io import iter_blocks
 from graphprune.analysis import ChannelAnalysis
-from graphprune.ops.base import constant_array
 
 
 def _magnitude(analysis: ChannelAnalysis, power: int) -> np.ndarray:
     scores = np.zeros(analysis.table.num_elements, dtype=np.float64)
     touched = {int(a) for g in analysis.groups for a in g.axes}
-    arrays: dict[int, np.ndarray] = {}
+    by_value: dict[int, tuple] = {}
     for index in sorted(touched):
         entry = analysis.table.axes[index]
-        if not entry.constant or entry.opaque:
-            continue
-        key = id(entry.value)
-        if key not in arrays:
-            arrays[key] = np.abs(np.asarray(constant_array(entry.value), dtype=np.float64))
-        weight = arrays[key] ** power
-        other = tuple(a for a in range(weight.ndim) if a != entry.axis)
-        np.add.at(scores, analysis.axis_labels(entry), weight.sum(axis=other))
+        if entry.constant and not entry.opaque:
+            by_value.setdefault(id(entry.value), (entry.value, []))[1].append(entry)
+    for value, entries in by_value.values():
+        sums = _axis_sums(value, {e.axis for e in entries}, power)
+        for entry in entries:
+            np.add.at(scores, analysis.axis_labels(entry), sums[entry.axis])
     return scores
+
+
+def _axis_sums(value, axes: set[int], power: int) -> dict[int, np.ndarray]:
+    """``sum |W|^p`` over every axis but ``a``, for each ``a`` in ``axes``, one block at a time."""
+    rows: list[np.ndarray] = []  # axis 0: one part per block
+    sums: dict[int, np.ndarray] = {}
+    for _, block in iter_blocks(value):
+        weight = np.abs(block.astype(np.float64))
+        if power != 1:
+            weight **= power
+        for axis in axes:
+            part = weight.sum(axis=tuple(a for a in range(weight.ndim) if a != axis))
+            if axis == 0:
+                rows.append(part)
+            else:
+                sums[axis] = sums[axis] + part if axis in sums else part
+    if rows:
+        sums[0] = np.concatenate(rows)
+    return sums
 
 
 def l1_importance(analysis: ChannelAnalysis) -> np.ndarray:

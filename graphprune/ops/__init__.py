@@ -1,6 +1,16 @@
 """Op knowledge: one rule per op family, registered by ``(domain, op_type, opset range)``."""
 
-from graphprune.ops import conv, elementwise, layout, linear, normalization, shape_of, spatial  # noqa: F401
+from graphprune.ops import (  # noqa: F401
+    contrib,
+    conv,
+    elementwise,
+    layout,
+    linear,
+    normalization,
+    quantize,
+    shape_of,
+    spatial,
+)
 from graphprune.ops.base import Coupling, PlanView, Rule
 from graphprune.ops.registry import lookup, register, registered
 

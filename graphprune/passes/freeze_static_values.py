@@ -15,21 +15,36 @@ class FreezeStaticValuesPass(ir.passes.InPlacePass):
        the ``Shape`` chains behind them become dead and are removed by cleanup.
     2. After this pass, no ``Shape`` of a pruned tensor reaches the computation, so pruning a dim
        that a ``Shape`` read cannot change what the model computes.
+    3. Values computed from constants alone (``Identity`` of a weight, say) are left as they are:
+       they read no dims, and their constants may be sliced by the plan.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         frozen: dict[int, ir.Value] = {}
+        reads_dims = _values_reading_dims(graph)
         for node in list(graph):
             if all(STATIC_VALUE_KEY in v.meta for v in node.outputs):
                 continue
             for index, value in enumerate(node.inputs):
                 if value is None or STATIC_VALUE_KEY not in value.meta or value.const_value is not None:
                     continue
+                if id(value) not in reads_dims:
+                    continue
                 if id(value) not in frozen:
                     frozen[id(value)] = _constant_for(graph, value)
                 node.replace_input_with(index, frozen[id(value)])
         return ir.passes.PassResult(model, bool(frozen))
+
+
+def _values_reading_dims(graph: ir.Graph) -> set[int]:
+    """Ids of the values computed (transitively) from a ``Shape`` or ``Size`` of a tensor."""
+    found: set[int] = set()
+    for node in graph:
+        inputs = [v for v in node.inputs if v is not None]
+        if node.op_type in ("Shape", "Size") or any(id(v) in found for v in inputs):
+            found.update(id(v) for v in node.outputs)
+    return found
 
 
 def _constant_for(graph: ir.Graph, value: ir.Value) -> ir.Value:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from graphprune._io import iter_blocks
 from graphprune.analysis import PrunePlan
-from graphprune.ops.base import constant_array, set_constant
+from graphprune.ops.base import constant_array, set_constant, static_shape
 
 
 class SliceParametersPass(ir.passes.InPlacePass):
@@ -15,6 +16,8 @@ class SliceParametersPass(ir.passes.InPlacePass):
     Rules:
     1. ``W' = take(W, kept_a, axis=a)`` for every pruned axis ``a`` of ``W``; nothing else changes.
     2. The constant keeps its name and kind; untouched constants are never read.
+    3. ``W'`` is built block by block along axis 0 (one allocation of the result), so slicing a
+       tensor in external data never holds the whole tensor in memory.
     """
 
     def __init__(self, plan: PrunePlan) -> None:
@@ -27,8 +30,25 @@ class SliceParametersPass(ir.passes.InPlacePass):
             if entry.constant:
                 by_value.setdefault(id(entry.value), (entry.value, []))[1].append((entry.axis, kept))
         for value, cuts in by_value.values():
-            array = constant_array(value)
-            for axis, kept in cuts:
-                array = np.take(array, kept, axis=axis)
-            set_constant(value, array)
+            set_constant(value, _sliced(value, dict(cuts)))
         return ir.passes.PassResult(model, bool(by_value))
+
+
+def _sliced(value: ir.Value, cuts: dict[int, np.ndarray]) -> np.ndarray:
+    """The constant with only the kept indices of every cut axis, filled in block by block."""
+    shape = list(static_shape(value))
+    for axis, kept in cuts.items():
+        shape[axis] = len(kept)
+    out, filled = None, 0
+    for start, block in iter_blocks(value):
+        if 0 in cuts:
+            rows = cuts[0]
+            block = block[rows[(rows >= start) & (rows < start + len(block))] - start]
+        for axis, kept in cuts.items():
+            if axis:
+                block = np.take(block, kept, axis=axis)
+        if out is None:
+            out = np.empty(shape, dtype=block.dtype)
+        out[filled : filled + len(block)] = block
+        filled += len(block)
+    return out if out is not None else np.empty(shape, np.asarray(constant_array(value)).dtype)
