@@ -15,6 +15,7 @@ from rich.console import Console
 
 import graphprune
 from graphprune._io import check_output, load_model, save_model
+from graphprune.allocation import DEFAULT_ROUND_TO
 from graphprune.bench.inputs import inputs_for_models, load_inputs, parse_input_shapes
 from graphprune.bench.latency import DEFAULT_WARMUP
 from graphprune.bench.measure import BenchSettings, measure
@@ -36,7 +37,6 @@ from graphprune.report.writers import write_prune_reports, write_sweep_reports
 from graphprune.verify.runtime import check_runs
 from graphprune.verify.structural import check_file
 
-DEFAULT_ROUND_TO = 8
 
 
 class _DefaultToPrune(click.Group):

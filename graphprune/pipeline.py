@@ -10,7 +10,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune._io import infer_shapes, load_model
-from graphprune.allocation import uniform_allocation
+from graphprune.allocation import DEFAULT_ROUND_TO, uniform_allocation
 from graphprune.analysis import ChannelAnalysis, PrunePlan, analyze_channels
 from graphprune.errors import UsageError
 from graphprune.importance import SCORERS
@@ -70,7 +70,7 @@ def prune(
     ratio: float = 0.5,
     *,
     criterion: str = "l1",
-    round_to: int = 8,
+    round_to: int = DEFAULT_ROUND_TO,
     exclude: Sequence[str] = (),
     seed: int = 0,
     removed: np.ndarray | None = None,

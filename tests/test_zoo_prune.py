@@ -15,6 +15,7 @@ from models.zoo import ZOO
 from tests.oracle import assert_mask_equivalent, check_random_selections, feeds_for, prune_proto
 
 WIDTH = 0.25
+ROUND_TO = 8  # the test models are a quarter wide: 16-channel layers would keep all at 16
 
 
 def _small_shape(name: str) -> tuple[int, ...]:
@@ -57,7 +58,7 @@ def test_zoo_random_selections_are_mask_equivalent(exported, name):
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_ratio_half_prunes_every_model_exactly(exported, name):
     proto = exported(name)
-    result = prune_proto(proto, ratio=0.5)
+    result = prune_proto(proto, ratio=0.5, round_to=ROUND_TO)
     assert result.after.macs < 0.8 * result.before.macs
     assert_mask_equivalent(proto, result, _feeds(proto, name, batch=2))
     blocked = {b.reason for _, b in result.analysis.blocked_sources}
@@ -81,14 +82,14 @@ def test_dynamo_export_prunes_exactly(tmp_path, name):
     path = export(name, tmp_path / f"{name}.onnx", exporter="dynamo", width=WIDTH,
                   input_shape=_small_shape(name))
     proto = onnx.load(path)
-    result = prune_proto(proto, ratio=0.5)
+    result = prune_proto(proto, ratio=0.5, round_to=ROUND_TO)
     assert result.after.params < 0.6 * result.before.params
     assert_mask_equivalent(proto, result, feeds_for(proto))
 
 
 def test_pruned_model_keeps_initializer_names(exported):
     proto = exported("resnet18")
-    result = prune_proto(proto, ratio=0.5)
+    result = prune_proto(proto, ratio=0.5, round_to=ROUND_TO)
     names = {t.name for t in ir.to_proto(result.model).graph.initializer}
     original = {t.name for t in proto.graph.initializer}
     assert names <= original | {n for n in names if "_static" in n}
@@ -104,7 +105,7 @@ def test_pruned_model_runs_at_other_batch_and_spatial_size(tmp_path, name):
     path = export(name, tmp_path / f"{name}.onnx", width=WIDTH, input_shape=_small_shape(name),
                   dynamic_batch=True, dynamic_spatial=True)
     proto = onnx.load(path)
-    result = prune_proto(proto, ratio=0.5)
+    result = prune_proto(proto, ratio=0.5, round_to=ROUND_TO)
     assert result.after.macs < 0.8 * result.before.macs
     shape = list(_small_shape(name))
     shape[0] = 3

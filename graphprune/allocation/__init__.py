@@ -1,5 +1,5 @@
 """Allocation: how many channels each group keeps."""
 
-from graphprune.allocation.uniform import keep_count, uniform_allocation
+from graphprune.allocation.uniform import DEFAULT_ROUND_TO, keep_count, uniform_allocation
 
-__all__ = ["keep_count", "uniform_allocation"]
+__all__ = ["DEFAULT_ROUND_TO", "keep_count", "uniform_allocation"]

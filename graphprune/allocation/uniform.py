@@ -15,6 +15,11 @@ import numpy as np
 from graphprune.analysis import ChannelAnalysis, Group
 
 
+# Measured with benchmarks/round_to.py (onnxruntime CPU, AVX-512 Xeon, where the NCHWc block is
+# 16 channels): 16 was fastest in 4 of 5 model/ratio pairs; a multiple of 16 is one of 8 too.
+DEFAULT_ROUND_TO = 16
+
+
 def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
     """Channels kept out of ``n`` when removing ``ratio`` of them.
 
