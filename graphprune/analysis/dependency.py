@@ -17,7 +17,6 @@ import onnx_ir as ir
 
 from graphprune.analysis.axes import AxisTable, ChannelAxis
 from graphprune.analysis.blocked import Blocked, BlockReason
-from graphprune.analysis.static_values import annotate_static_values
 from graphprune.analysis.unionfind import components
 from graphprune.ops import lookup
 from graphprune.ops.base import Coupling, is_constant, static_shape
@@ -184,8 +183,12 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
 
 
 def analyze_channels(model: ir.Model, exclude: Sequence[str] = ()) -> ChannelAnalysis:
-    """Runs every rule over ``model``'s main graph and builds classes and groups."""
-    annotate_static_values(model.graph)
+    """Runs every rule over ``model``'s main graph and builds classes and groups.
+
+    The model should have come through ``graphprune._io.infer_shapes`` (as :func:`load_model`
+    and :func:`graphprune.prune` do): rules read the shapes and the static values it records, and
+    block what they cannot see.
+    """
     col = _walk(model.graph, exclude)
     n = col.table.num_elements
     cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731

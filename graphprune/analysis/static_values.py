@@ -106,11 +106,6 @@ def _annotate_node(node: ir.Node) -> bool:
     return found
 
 
-def annotate_static_values(graph: ir.Graph) -> int:
-    """Stores known small values in ``value.meta``; returns how many nodes gave one."""
-    return sum(_annotate_node(node) for node in graph)
-
-
 def _has_unknown_dims(node: ir.Node) -> bool:
     return any(v.shape is None or any(not isinstance(d, int) for d in v.shape)
                for v in node.outputs if v is not None and v.name)
