@@ -729,6 +729,10 @@ case("concat-spatial-static", (chain(
     "c = Conv <pads=[1,1,1,1]> (x, w3, b3)\n  h = Concat <axis=2> (a, c)")[0].replace(
     "float[N,3,H,W] x", "float[N,3,6,6] x"), {**chain("")[1], "w3": (8, 3, 3, 3), "b3": (8,)}),
      shrink=("h", "c"))
+# A spatial concat of a dynamic height: the offsets are unknown, the channels still pass through.
+case("concat-spatial-dynamic", (chain(
+    "c = Conv <pads=[1,1,1,1]> (x, w3, b3)\n  h = Concat <axis=2> (a, c)")[0],
+    {**chain("")[1], "w3": (8, 3, 3, 3), "b3": (8,)}), shrink=("h", "c"))
 case("split-spatial-static", (f"""{header(13)}
 g (float[N,3,8,8] x) => (float[N,4,4,8] y) {{
   a = Conv <pads=[1,1,1,1]> (x, w1, b1)

@@ -44,14 +44,20 @@ def _shapes(rule: Rule, node: ir.Node) -> tuple[Shape, Shape] | Blocked:
 
 
 def _pieces_along(rule: Rule, node: ir.Node, whole: ir.Value, parts, axis: int):
-    """Part ``k`` is elements ``[off_k, off_k + n_k)`` of ``whole`` along ``axis``; other axes match."""
+    """Part ``k`` is elements ``[off_k, off_k + n_k)`` of ``whole`` along ``axis``; other axes match.
+
+    When a part's size along ``axis`` is symbolic (a spatial concat with a dynamic height, say),
+    the offsets are unknown: the other axes are still coupled, and ``axis`` itself stays whole.
+    """
     rank = len(static_shape(whole))
-    found, offset = [], 0
-    for part in parts:
-        shape = static_shape(part)
-        if shape is None or shape[axis] is None:
-            return rule.blocked(node, BlockReason.DYNAMIC_SIZE, "sizes along the axis unknown")
-        found += [identity((part, a), (whole, a)) for a in range(rank) if a != axis]
+    shapes = [static_shape(part) for part in parts]
+    if any(shape is None or len(shape) != rank for shape in shapes):
+        return rule.blocked(node, BlockReason.UNKNOWN_SHAPE, "part shapes unknown")
+    found = [identity((part, a), (whole, a)) for part in parts for a in range(rank) if a != axis]
+    if any(shape[axis] is None for shape in shapes):
+        return found
+    offset = 0
+    for part, shape in zip(parts, shapes):
         n = np.arange(shape[axis])
         found.append(mapped((part, axis), (whole, axis), n, offset + n))
         offset += len(n)
