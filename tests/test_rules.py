@@ -481,6 +481,11 @@ for _name, _body, _opset in (
   nu = Unsqueeze (n, ax0)
   tc = Concat <axis=0> (nu, m1)
   f = Reshape (r, tc)""", 13),
+    # tf2onnx: NHWC before the classifier; the channel axis is the minor one of the merge
+    ("flatten-nhwc", """rt = Transpose <perm=[0,2,3,1]> (r)
+  f = Flatten (rt)""", 13),
+    ("reshape-nhwc", """rt = Transpose <perm=[0,2,3,1]> (r)
+  f = Reshape (rt, t)""", 13),
     ("reshape-shape-gather-chw", """s = Shape (r)
   c = Gather <axis=0> (s, i1)
   hh = Gather <axis=0> (s, i2)

@@ -19,7 +19,7 @@ from graphprune.analysis.axes import AxisTable, ChannelAxis
 from graphprune.analysis.blocked import Blocked, BlockReason
 from graphprune.analysis.unionfind import components
 from graphprune.ops import lookup
-from graphprune.ops.base import Coupling, is_constant, static_shape
+from graphprune.ops.base import Choice, Coupling, is_constant, static_shape
 
 NOT_BLOCKED = np.iinfo(np.int64).max
 
@@ -75,6 +75,7 @@ class _Collector:
         self.records: list[Blocked] = []
         self.blocks: list[tuple[np.ndarray, int]] = []
         self.sources: list[ChannelAxis] = []
+        self.choices: list[tuple[ir.Node, Choice]] = []
 
     def record(self, blocked: Blocked) -> int:
         self.records.append(blocked)
@@ -85,6 +86,34 @@ class _Collector:
         for axis in range(0 if shape is None else len(shape)):
             if only is None or axis in only:
                 self.blocks.append((self.table.get((value, axis)).ids(), record))
+
+    def labels_and_blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Class label per element, and the first block record per class label."""
+        n = self.table.num_elements
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
+        labels = components(n, cat(self.pairs_a), cat(self.pairs_b))
+        class_block = np.full(n, NOT_BLOCKED, dtype=np.int64)
+        for ids, record in self.blocks:
+            np.minimum.at(class_block, labels[ids], record)
+        return labels, class_block
+
+    def settle_choices(self) -> None:
+        """Declares, for every Choice, the option whose input channels are free; blocks the rest."""
+        labels, class_block = self.labels_and_blocks()
+
+        def free(option: Coupling) -> bool:
+            entry = self.table.get(option.a)
+            return bool((class_block[labels[entry.base : entry.base + entry.size]] == NOT_BLOCKED).any())
+
+        for node, choice in self.choices:
+            picked = next((o for o in choice.options if free(o)), choice.options[0])
+            self.couple(picked)
+            others = [o for o in choice.options if o is not picked]
+            if others:
+                detail = f"merged into an axis that keeps the channels of {picked.a[0].name}[{picked.a[1]}]"
+                record = self.record(Blocked(BlockReason.AXIS_NOT_PRESERVED, node.name or "", node.op_type, detail))
+                for option in others:
+                    self.blocks.append((self.table.get(option.a).ids(), record))
 
     def couple(self, coupling: Coupling) -> tuple[ChannelAxis, ChannelAxis]:
         ea, eb = self.table.get(coupling.a), self.table.get(coupling.b)
@@ -116,7 +145,7 @@ def _subgraph_outer_values(node: ir.Node) -> list[ir.Value]:
     return found
 
 
-def _node_result(node: ir.Node, exclude: Sequence[str]) -> list[Coupling] | Blocked:
+def _node_result(node: ir.Node, exclude: Sequence[str]) -> list[Coupling | Choice] | Blocked:
     name, op = node.name or "", node.op_type
     if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
         return Blocked(BlockReason.EXCLUDED, name, op, "matches --exclude")
@@ -149,8 +178,13 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
             continue
         declared, fed = set(), set()
         output_ids = {id(v) for v in outputs}
-        for coupling in result:
-            ea, eb = col.couple(coupling)
+        for item in result:
+            if isinstance(item, Choice):  # settled once every node has spoken
+                col.choices.append((node, item))
+                declared.update((id(o.a[0]), o.a[1]) for o in item.options)
+                ea, eb = col.table.get(item.options[0].a), col.table.get(item.options[0].b)
+            else:
+                ea, eb = col.couple(item)
             declared.update([(id(ea.value), ea.axis), (id(eb.value), eb.axis)])
             for out, other in ((ea, eb), (eb, ea)):
                 if id(out.value) in output_ids and id(other.value) not in output_ids:
@@ -190,12 +224,9 @@ def analyze_channels(model: ir.Model, exclude: Sequence[str] = ()) -> ChannelAna
     block what they cannot see.
     """
     col = _walk(model.graph, exclude)
-    n = col.table.num_elements
-    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
-    labels = components(n, cat(col.pairs_a), cat(col.pairs_b))
-    class_block = np.full(n, NOT_BLOCKED, dtype=np.int64)
-    for ids, record in col.blocks:
-        np.minimum.at(class_block, labels[ids], record)
+    if col.choices:
+        col.settle_choices()
+    labels, class_block = col.labels_and_blocks()
     groups, blocked_sources = _build_groups(col, labels, class_block)
     return ChannelAnalysis(model, col.table, labels, class_block, tuple(col.records), groups, blocked_sources)
 

@@ -33,6 +33,19 @@ class Coupling:
     ib: np.ndarray | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """Exactly one of ``options`` is declared: the first whose ``a`` axis has free channels.
+
+    Merging axes into one (``[N,H,W,C] -> [N, H*W*C]``) can keep any one input axis's channels
+    dense in the output, but only one: an output element cannot belong to two channels. The
+    analysis picks the option whose input channels are not already blocked (the channel axis, not
+    the spatial ones), the first option when none or several are.
+    """
+
+    options: tuple[Coupling, ...]
+
+
 def identity(a: AxisRef, b: AxisRef) -> Coupling:
     return Coupling(a, b)
 
@@ -205,7 +218,7 @@ class Rule:
     since_version: ClassVar[int] = 1
     until_version: ClassVar[int | None] = None
 
-    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+    def couplings(self, node: ir.Node) -> list[Coupling | Choice] | Blocked:
         raise NotImplementedError
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:

@@ -3,8 +3,9 @@
 Concat, Split and Slice place channels at offsets along an axis; Transpose permutes axes;
 Squeeze/Unsqueeze drop or add unit axes; Flatten and Reshape merge and split axes:
 
-1. An input axis that merges with the axes after it (``[N,C,H,W] -> [N, C*H*W]``) owns a block
-   of ``H*W`` output features per channel (flatten into a classifier).
+1. When axes merge (``[N,C,H,W] -> [N, C*H*W]``), one of them owns the output: each channel a
+   block of ``H*W`` features (flatten into a classifier). Which one is a ``Choice`` the analysis
+   settles: the axis whose channels are free, so NHWC (``[N,H,W,C]``) works as well as NCHW.
 2. An input axis that splits into several (``[N,C,H,W] -> [N,g,C/g,H,W]``) is coupled to the
    last of them, ``c -> c % (C/g)``: channels that share an offset in every slice go together,
    which is what a channel shuffle (Reshape -> Transpose -> Reshape) needs to stay dense.
@@ -18,6 +19,7 @@ import onnx_ir as ir
 
 from graphprune.analysis.blocked import Blocked, BlockReason
 from graphprune.ops.base import (
+    Choice,
     Coupling,
     PlanView,
     Rule,
@@ -245,11 +247,13 @@ def _span_couplings(x: ir.Value, xs: Shape, x_axes, y: ir.Value, ys: Shape, y_ax
     sizes_x, sizes_y = [xs[a] for a in x_axes], [ys[a] for a in y_axes]
     if None in sizes_x or None in sizes_y:
         return []
-    if len(y_axes) == 1:  # merge: the first input axis is the major one
-        n = sizes_y[0]
-        stride = int(np.prod(sizes_x[1:]))
-        e = np.arange(n)
-        return [mapped((x, x_axes[0]), (y, y_axes[0]), e // stride, e)]
+    if len(y_axes) == 1:  # merge: one input axis (the analysis chooses which) owns blocks
+        e = np.arange(sizes_y[0])
+        options = []
+        for k, axis in enumerate(x_axes):
+            stride = int(np.prod(sizes_x[k + 1 :], dtype=np.int64))
+            options.append(mapped((x, axis), (y, y_axes[0]), (e // stride) % sizes_x[k], e))
+        return [Choice(tuple(options))]
     if len(x_axes) == 1:  # split: coupled to the last (minor) output axis
         c = np.arange(sizes_x[0])
         return [mapped((x, x_axes[0]), (y, y_axes[-1]), c, c % sizes_y[-1])]
