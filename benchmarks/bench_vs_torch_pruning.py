@@ -1,6 +1,8 @@
-"""ResNet-50 at ratio 0.5: graphprune (ONNX in -> pruned ONNX out) vs Torch-Pruning (torch model
-in -> prune -> export -> pruned ONNX out), timed side by side, plus onnxruntime CPU latency of the
-original and the graphprune output measured interleaved.
+"""ResNet-50 at ratio 0.5: graphprune vs Torch-Pruning doing the whole job, side by side.
+
+graphprune goes ONNX in -> pruned ONNX out; Torch-Pruning goes torch model in -> prune -> export
+-> pruned ONNX out. Also onnxruntime CPU latency of the original and the graphprune output,
+measured interleaved.
 
     pip install --no-deps torch-pruning==1.6.1
     python benchmarks/bench_vs_torch_pruning.py --repeats 3
@@ -89,10 +91,9 @@ def main() -> None:
         "macs_ratio": {k: round(c.macs / base.macs, 4) for k, c in costs.items()},
         "params_ratio": {k: round(c.params / base.params, 4) for k, c in costs.items()},
         "ort_cpu_latency_ms": {
-            "original": {"median": round(latency[0]["median_ms"], 2), "p90": round(latency[0]["p90_ms"], 2)},
-            "graphprune": {"median": round(latency[1]["median_ms"], 2), "p90": round(latency[1]["p90_ms"], 2)},
-            "threads": latency[0]["threads"],
-        },
+            name: {"median": round(t["median_ms"], 2), "p90": round(t["p90_ms"], 2)}
+            for name, t in zip(("original", "graphprune"), latency, strict=True)
+        } | {"threads": latency[0]["threads"]},
         "speedup_median": round(latency[0]["median_ms"] / latency[1]["median_ms"], 3),
     }
     print(json.dumps(summary, indent=1))

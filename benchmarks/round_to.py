@@ -45,7 +45,7 @@ def main() -> None:
         # interleave() reverses the order every other round: no model is favoured by its place
         medians = [t["median_ms"] for t in interleaved_latency(paths, runs=args.runs)]
         base = medians[steps.index(1)] if 1 in steps else medians[0]
-        for step, mac, median in zip(steps, macs, medians):
+        for step, mac, median in zip(steps, macs, medians, strict=False):
             rows.append({"ratio": ratio, "round_to": step, "macs_ratio": round(mac, 4),
                          "median_ms": round(median, 3), "vs_round_to_1": round(median / base, 3)})
     print(f"{'ratio':>6} {'round_to':>9} {'MACs x':>8} {'median ms':>10} {'vs 1':>6}")

@@ -1,6 +1,6 @@
 """graphprune: structured pruning of ONNX models into smaller dense ONNX models."""
 
-from graphprune.analysis import BlockReason, Blocked, ChannelAnalysis
+from graphprune.analysis import Blocked, BlockReason, ChannelAnalysis
 from graphprune.errors import GraphpruneError
 from graphprune.pipeline import PruneResult, analyze, prune
 

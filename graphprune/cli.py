@@ -38,7 +38,6 @@ from graphprune.verify.runtime import check_runs
 from graphprune.verify.structural import check_file
 
 
-
 class _DefaultToPrune(click.Group):
     """``graphprune MODEL ...`` means ``graphprune prune MODEL ...``."""
 

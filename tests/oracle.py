@@ -23,7 +23,8 @@ def random_selection(analysis, seed: int) -> np.ndarray:
     return np.concatenate(removed) if removed else np.zeros(0, np.int64)
 
 
-def feeds_for(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None, seed: int = 0):
+def feeds_for(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None,
+              seed: int = 0):
     """Random inputs for every graph input (symbolic dims from ``shapes`` or 1)."""
     rng = np.random.default_rng(seed)
     initializers = {t.name for t in proto.graph.initializer}

@@ -407,8 +407,11 @@ def test_every_axis_keeps_an_element(ratio):
 
 
 def test_round_to_counts_channels_not_classes():
-    """A grouped conv's class is one offset in each of 4 groups: 4 channels, so round_to 4 lets
-    half of the 8 channels go (counting classes, 1 of 2 would round up to 4 and keep both)."""
+    """Round-to counts channels: a grouped conv's class is 4 channels (one offset per group).
+
+    So round_to 4 lets half of the 8 channels go; counting classes, 1 of 2 would round up to 4
+    and keep both.
+    """
     proto = grouped()
     result = prune_proto(proto, ratio=0.5, round_to=4)
     shapes = {t.name: tuple(t.dims) for t in ir.to_proto(result.model).graph.initializer}

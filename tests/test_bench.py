@@ -15,16 +15,8 @@ from graphprune.bench.measure import BenchSettings, measure
 from graphprune.bench.system import cpu_model, physical_cores
 from graphprune.cli import main
 from graphprune.errors import InputError, UsageError
-from models.export import export
 
 FAST = ["--runs", "3", "--warmup", "1", "--samples", "4"]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bench")
-    return export("resnet18", folder / "net.onnx", width=0.25, input_shape=(1, 3, 32, 32),
-                  dynamic_batch=True)
 
 
 @pytest.fixture(scope="module")

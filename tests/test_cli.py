@@ -9,16 +9,8 @@ import onnx
 import pytest
 
 from graphprune.cli import main
-from models.export import export
 from graphprune.verify.oracle import relative_error, run
 from tests.oracle import feeds_for
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("cli")
-    return export("resnet18", folder / "net.onnx", width=0.25, input_shape=(1, 3, 32, 32),
-                  dynamic_batch=True)
 
 
 def test_main_job_writes_model_and_report(model_path, capsys):
@@ -39,7 +31,8 @@ def test_main_job_writes_model_and_report(model_path, capsys):
 def test_output_option_and_criteria(model_path, tmp_path):
     for criterion in ("l1", "l2", "random"):
         out = tmp_path / f"{criterion}.onnx"
-        assert main([str(model_path), "--ratio", "0.3", "--criterion", criterion, "-o", str(out)]) == 0
+        args = ["--ratio", "0.3", "--criterion", criterion, "-o", str(out), "--no-bench"]
+        assert main([str(model_path), *args]) == 0
         assert out.exists() and (tmp_path / f"{criterion}.report.json").exists()
 
 

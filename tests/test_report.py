@@ -14,16 +14,8 @@ import pytest
 from graphprune.cli import main
 from graphprune.report.costs import count_costs, file_size
 from graphprune.report.files import write_json
-from models.export import export
 
 FAST = ["--runs", "3", "--warmup", "1", "--samples", "4", "--providers", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("report")
-    return export("resnet18", folder / "net.onnx", width=0.25, input_shape=(1, 3, 32, 32),
-                  dynamic_batch=True)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ FAST = ["--runs", "2", "--warmup", "1", "--samples", "2", "--providers", "cpu"]
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
+    """Static batch, unlike the shared fixture: a bad --input-shape must be refused."""
     folder = tmp_path_factory.mktemp("sweep")
     return export("resnet18", folder / "net.onnx", width=0.25, input_shape=(1, 3, 32, 32))
 

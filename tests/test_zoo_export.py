@@ -63,7 +63,7 @@ def _export_and_compare(name: str, path: Path, batch: int = 1, **kwargs) -> onnx
 def _count_bn(model: onnx.ModelProto | nn.Module) -> int:
     """BatchNormalization nodes in an ONNX graph, or BN modules in a torch model."""
     if isinstance(model, nn.Module):
-        return sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
+        return sum(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) for m in model.modules())
     return sum(n.op_type == "BatchNormalization" for n in model.graph.node)
 
 

@@ -1,6 +1,8 @@
-"""Every zoo model, from both BN forms of the TorchScript exporter and from the dynamo exporter:
-the mask-equivalence oracle holds for random selections and for ratio 0.5, ratio 0 changes
-nothing, and the pruned model runs at a batch size other than the exported one."""
+"""Every zoo model through both BN forms of the TorchScript exporter and the dynamo exporter.
+
+The mask-equivalence oracle holds for random selections and for ratio 0.5, ratio 0 changes
+nothing, and the pruned model runs at a batch and spatial size other than the exported one.
+"""
 
 from __future__ import annotations
 
@@ -113,4 +115,5 @@ def test_pruned_model_runs_at_other_batch_and_spatial_size(tmp_path, name):
     feeds = feeds_for(proto, {proto.graph.input[0].name: tuple(shape)})
     assert_mask_equivalent(proto, result, feeds)
     pruned_input = ir.to_proto(result.model).graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_param for d in pruned_input] == [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    original_input = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in pruned_input] == [d.dim_param for d in original_input]

@@ -14,7 +14,6 @@ import numpy as np
 
 from graphprune.analysis import ChannelAnalysis, Group
 
-
 # Measured with benchmarks/round_to.py (onnxruntime CPU, AVX-512 Xeon, where the NCHWc block is
 # 16 channels): 16 was fastest in 4 of 5 model/ratio pairs; a multiple of 16 is one of 8 too.
 DEFAULT_ROUND_TO = 16
@@ -35,7 +34,7 @@ def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
 
 
 def _class_step(analysis: ChannelAnalysis, group: Group, round_to: int) -> int:
-    """``round_to`` in classes: a class that is ``m`` root channels needs ``round_to/gcd`` classes."""
+    """``round_to`` counted in classes: a class of ``m`` root channels needs ``round_to/gcd``."""
     root = analysis.axis_labels(group.root)
     counts = np.unique(root, return_counts=True)[1]
     multiplicity = int(counts.min()) if len(counts) else 1
@@ -56,7 +55,7 @@ def _group_removal(analysis: ChannelAnalysis, group: Group, scores: np.ndarray, 
     keep_total = keep_count(len(group.classes), ratio, _class_step(analysis, group, round_to))
     sizes = np.array([len(s) for s in group.segments], dtype=np.int64)
     kept = []
-    for segment, quota in zip(group.segments, _quotas(sizes, keep_total)):
+    for segment, quota in zip(group.segments, _quotas(sizes, keep_total), strict=False):
         order = np.argsort(-scores[segment], kind="stable")
         kept.append(segment[order[:quota]])
     keep = np.zeros(analysis.table.num_elements, dtype=bool)

@@ -49,7 +49,8 @@ class AxisTable:
         shape = static_shape(value)
         size = shape[axis] if shape is not None and axis < len(shape) else None
         opaque = size is None
-        entry = ChannelAxis(value, axis, self._next, 1 if opaque else size, opaque, is_constant(value))
+        size = 1 if opaque else size
+        entry = ChannelAxis(value, axis, self._next, size, opaque, is_constant(value))
         self._index[key] = len(self.axes)
         self.axes.append(entry)
         self._next += entry.size

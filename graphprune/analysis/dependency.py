@@ -103,15 +103,17 @@ class _Collector:
 
         def free(option: Coupling) -> bool:
             entry = self.table.get(option.a)
-            return bool((class_block[labels[entry.base : entry.base + entry.size]] == NOT_BLOCKED).any())
+            classes = labels[entry.base : entry.base + entry.size]
+            return bool((class_block[classes] == NOT_BLOCKED).any())
 
         for node, choice in self.choices:
             picked = next((o for o in choice.options if free(o)), choice.options[0])
             self.couple(picked)
             others = [o for o in choice.options if o is not picked]
             if others:
-                detail = f"merged into an axis that keeps the channels of {picked.a[0].name}[{picked.a[1]}]"
-                record = self.record(Blocked(BlockReason.AXIS_NOT_PRESERVED, node.name or "", node.op_type, detail))
+                kept = f"{picked.a[0].name}[{picked.a[1]}]"
+                detail = f"merged into an axis that keeps the channels of {kept}"
+                record = self.record(_not_preserved(node, detail))
                 for option in others:
                     self.blocks.append((self.table.get(option.a).ids(), record))
 
@@ -127,6 +129,10 @@ class _Collector:
         self.pairs_a.append(ea.base + np.asarray(ia, np.int64))
         self.pairs_b.append(eb.base + np.asarray(ib, np.int64))
         return ea, eb
+
+
+def _not_preserved(node: ir.Node, detail: str) -> Blocked:
+    return Blocked(BlockReason.AXIS_NOT_PRESERVED, node.name or "", node.op_type, detail)
 
 
 def _subgraph_outer_values(node: ir.Node) -> list[ir.Value]:
@@ -149,7 +155,8 @@ def _node_result(node: ir.Node, exclude: Sequence[str]) -> list[Coupling | Choic
     name, op = node.name or "", node.op_type
     if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
         return Blocked(BlockReason.EXCLUDED, name, op, "matches --exclude")
-    if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
+    graph_types = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+    if any(a.type in graph_types for a in node.attributes.values()):
         return Blocked(BlockReason.SUBGRAPH, name, op, "channels reaching a subgraph stay whole")
     rule = lookup(node)
     if rule is None:
@@ -197,7 +204,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
             if loose:
                 if record is None:
                     detail = "axes this op does not keep channel-wise"
-                    record = col.record(Blocked(BlockReason.AXIS_NOT_PRESERVED, node.name or "", node.op_type, detail))
+                    record = col.record(_not_preserved(node, detail))
                 col.block_value(value, record, only=loose)
         if from_constants:
             continue  # outputs computed from constants alone are no layer's channels
@@ -208,11 +215,13 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
     for value in graph.inputs:
         col.block_value(value, col.record(Blocked(BlockReason.GRAPH_IO, value.name, "graph input")))
     for value in graph.outputs:
-        col.block_value(value, col.record(Blocked(BlockReason.GRAPH_IO, value.name, "graph output")))
+        output = Blocked(BlockReason.GRAPH_IO, value.name, "graph output")
+        col.block_value(value, col.record(output))
     for entry in list(col.table.axes):
         if entry.opaque:
             detail = f"axis {entry.axis} of '{entry.value.name}' has no static size"
-            col.blocks.append((entry.ids(), col.record(Blocked(BlockReason.DYNAMIC_SIZE, "", "shape", detail))))
+            record = col.record(Blocked(BlockReason.DYNAMIC_SIZE, "", "shape", detail))
+            col.blocks.append((entry.ids(), record))
     return col
 
 
@@ -228,7 +237,8 @@ def analyze_channels(model: ir.Model, exclude: Sequence[str] = ()) -> ChannelAna
         col.settle_choices()
     labels, class_block = col.labels_and_blocks()
     groups, blocked_sources = _build_groups(col, labels, class_block)
-    return ChannelAnalysis(model, col.table, labels, class_block, tuple(col.records), groups, blocked_sources)
+    return ChannelAnalysis(model, col.table, labels, class_block, tuple(col.records), groups,
+                           blocked_sources)
 
 
 def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
@@ -274,7 +284,7 @@ def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
     for g, key in enumerate(keys):
         root = root_of[key]
         order = labels[root.base : root.base + root.size]
-        on_root = list(dict.fromkeys(int(l) for l in order if label_group[l] == g))
+        on_root = list(dict.fromkeys(int(c) for c in order if label_group[c] == g))
         rest = sorted(set(np.flatnonzero(label_group == g).tolist()) - set(on_root))
         members = np.array(on_root + rest, dtype=np.int64)
         segments: dict[int, list[int]] = {}

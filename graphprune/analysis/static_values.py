@@ -1,4 +1,4 @@
-"""Static shape values: small tensors (shapes, bounds, scales) computed from static dims at run time.
+"""Static shape values: small tensors (shapes, bounds, scales) computed from static dims.
 
 Exporters write ``x.size(1) // 2`` as ``Shape -> Gather -> Div``. When the dims it reads are
 static, the result is known before the model runs, and rules may read it as if it were a constant
@@ -11,7 +11,13 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.ops.base import STATIC_VALUE_KEY, constant_array, is_constant, opset_of, static_shape
+from graphprune.ops.base import (
+    STATIC_VALUE_KEY,
+    constant_array,
+    is_constant,
+    opset_of,
+    static_shape,
+)
 
 _FOLDABLE = frozenset({
     "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Add", "Sub", "Mul", "Div",
@@ -74,7 +80,7 @@ def _evaluate(node: ir.Node, inputs: list[np.ndarray | None]) -> list[np.ndarray
     proto = ir.serde.serialize_node(node)
     try:
         evaluator = ReferenceEvaluator(proto)
-        feeds = {name: array for name, array in zip(proto.input, inputs) if name}
+        feeds = {name: array for name, array in zip(proto.input, inputs, strict=False) if name}
         return [np.asarray(o) for o in evaluator.run(None, feeds)]
     except Exception:  # an op the reference runtime rejects simply stays unknown
         return None
@@ -90,7 +96,7 @@ def _annotate_node(node: ir.Node) -> bool:
         outputs = [_gathered_dims(node)]
     else:
         inputs = [_small_known(v) for v in node.inputs]
-        if any(a is None and v is not None for a, v in zip(inputs, node.inputs)):
+        if any(a is None and v is not None for a, v in zip(inputs, node.inputs, strict=False)):
             return False
         if node.op_type == "ConstantOfShape" and np.prod(inputs[0]) > _MAX_ELEMENTS:
             return False  # a large fill is no shape value: don't build it
@@ -98,7 +104,7 @@ def _annotate_node(node: ir.Node) -> bool:
     if outputs is None or any(o is None for o in outputs):
         return False
     found = False
-    for value, array in zip(node.outputs, outputs):
+    for value, array in zip(node.outputs, outputs, strict=False):
         numeric = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
         if array.size <= _MAX_ELEMENTS and numeric:
             value.meta[STATIC_VALUE_KEY] = array
@@ -154,7 +160,7 @@ def _infer_node(node: ir.Node) -> None:
             value.shape = ir.Shape(dims)
         else:
             value.shape = ir.Shape([n if isinstance(n, int) and not isinstance(o, int) else o
-                                    for o, n in zip(old, dims)])
+                                    for o, n in zip(old, dims, strict=False)])
 
 
 def infer_shapes(model: ir.Model) -> ir.Model:

@@ -184,16 +184,16 @@ def opset_of(node: ir.Node) -> int:
 
 
 def broadcast_couplings(node: ir.Node, inputs: Sequence[ir.Value]) -> list[Coupling] | Blocked:
-    """Numpy broadcasting: an input axis equal to the output axis is the identity; size 1 is free."""
+    """Numpy broadcasting: an input axis equal to the output's is the identity; size 1 is free."""
     out = node.outputs[0]
     out_shape = static_shape(out)
     if out_shape is None:
-        return Blocked(BlockReason.UNKNOWN_SHAPE, node.name or "", node.op_type, "output rank unknown")
+        return Rule.blocked(node, BlockReason.UNKNOWN_SHAPE, "output rank unknown")
     couplings = []
     for value in inputs:
         shape = static_shape(value)
         if shape is None:
-            return Blocked(BlockReason.UNKNOWN_SHAPE, node.name or "", node.op_type, "input rank unknown")
+            return Rule.blocked(node, BlockReason.UNKNOWN_SHAPE, "input rank unknown")
         shift = len(out_shape) - len(shape)
         for axis, size in enumerate(shape):
             if size == 1 and out_shape[axis + shift] != 1:

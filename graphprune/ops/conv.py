@@ -58,7 +58,8 @@ class ConvRule(Rule):
             pg = np.arange(groups * pg_per_group)
             found.append(mapped((pg_side, 1), (w, pg_axis), pg, pg % pg_per_group))
             full = np.arange(full_count)
-            found.append(mapped((full_side, 1), (full_side, 1), full, full % (full_count // groups)))
+            per_group = full_count // groups
+            found.append(mapped((full_side, 1), (full_side, 1), full, full % per_group))
         return found
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:

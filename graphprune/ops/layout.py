@@ -24,8 +24,8 @@ from graphprune.ops.base import (
     PlanView,
     Rule,
     attr,
-    known_array,
     identity,
+    known_array,
     mapped,
     normalize_axis,
     opset_of,
@@ -46,7 +46,7 @@ def _shapes(rule: Rule, node: ir.Node) -> tuple[Shape, Shape] | Blocked:
 
 
 def _pieces_along(rule: Rule, node: ir.Node, whole: ir.Value, parts, axis: int):
-    """Part ``k`` is elements ``[off_k, off_k + n_k)`` of ``whole`` along ``axis``; other axes match.
+    """Part ``k`` is elements ``[off_k, off_k + n_k)`` of ``whole`` on ``axis``; other axes match.
 
     When a part's size along ``axis`` is symbolic (a spatial concat with a dynamic height, say),
     the offsets are unknown: the other axes are still coupled, and ``axis`` itself stays whole.
@@ -59,7 +59,7 @@ def _pieces_along(rule: Rule, node: ir.Node, whole: ir.Value, parts, axis: int):
     if any(shape[axis] is None for shape in shapes):
         return found
     offset = 0
-    for part, shape in zip(parts, shapes):
+    for part, shape in zip(parts, shapes, strict=False):
         n = np.arange(shape[axis])
         found.append(mapped((part, axis), (whole, axis), n, offset + n))
         offset += len(n)
@@ -77,7 +77,8 @@ class ConcatRule(Rule):
         ys = static_shape(y)
         if ys is None:
             return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "output rank unknown")
-        return _pieces_along(self, node, y, node.inputs, normalize_axis(attr(node, "axis"), len(ys)))
+        axis = normalize_axis(attr(node, "axis"), len(ys))
+        return _pieces_along(self, node, y, node.inputs, axis)
 
 
 @register
@@ -137,7 +138,8 @@ class SliceRule(Rule):
         steps = [1] * len(starts) if steps is None else steps
         return {
             normalize_axis(int(a), rank): (int(s), int(e), int(t))
-            for a, s, e, t in zip(axes, np.ravel(starts), np.ravel(ends), np.ravel(steps))
+            for a, s, e, t in zip(axes, np.ravel(starts), np.ravel(ends), np.ravel(steps),
+                                  strict=False)
         }
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
@@ -230,7 +232,7 @@ class SqueezeRule(Rule):
             rank, changed = len(ys), axes
         changed = {normalize_axis(int(a), rank) for a in np.ravel(changed)}
         kept = [a for a in range(rank) if a not in changed]
-        pairs = zip(kept, range(len(kept)))
+        pairs = zip(kept, range(len(kept)), strict=False)
         if node.op_type == "Squeeze":
             return [identity((x, a), (y, b)) for a, b in pairs]
         return [identity((x, b), (y, a)) for a, b in pairs]
@@ -428,10 +430,11 @@ class ReshapeRule(Rule):
             dims = list(target)
         else:
             target = target or current
-            dims = [c if isinstance(c, int) or t is None else t for c, t in zip(current, target)]
+            pairs = zip(current, target, strict=True)
+            dims = [c if isinstance(c, int) or t is None else t for c, t in pairs]
         resolved = _resolve_one_unknown(symbolic_shape(node.inputs[0]), tuple(dims))
         if resolved is not None:
-            dims = [r if isinstance(r, int) else d for r, d in zip(resolved, dims)]
+            dims = [r if isinstance(r, int) else d for r, d in zip(resolved, dims, strict=False)]
         if current is not None and tuple(dims) == current:
             return False
         y.shape = ir.Shape(dims)

@@ -30,7 +30,8 @@ class BatchNormRule(Rule):
             return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "input rank unknown")
         for extra in node.outputs[1:]:
             if extra is not None and extra.name and (extra.uses() or extra.is_graph_output()):
-                return self.blocked(node, BlockReason.UNSUPPORTED_ATTRIBUTE, "training outputs used")
+                detail = "training outputs used"
+                return self.blocked(node, BlockReason.UNSUPPORTED_ATTRIBUTE, detail)
         axes = range(len(shape)) if self.elementwise else range(2)
         found = [identity((x, axis), (y, axis)) for axis in axes]
         found += [identity((p, 0), (y, 1)) for p in node.inputs[1:] if p is not None]

@@ -11,7 +11,15 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.blocked import Blocked, BlockReason
-from graphprune.ops.base import STATIC_VALUE_KEY, Coupling, Rule, attr, identity, known_array, static_shape
+from graphprune.ops.base import (
+    STATIC_VALUE_KEY,
+    Coupling,
+    Rule,
+    attr,
+    identity,
+    known_array,
+    static_shape,
+)
 from graphprune.ops.registry import register
 
 

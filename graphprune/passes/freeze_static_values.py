@@ -27,7 +27,9 @@ class FreezeStaticValuesPass(ir.passes.InPlacePass):
             if all(STATIC_VALUE_KEY in v.meta for v in node.outputs):
                 continue
             for index, value in enumerate(node.inputs):
-                if value is None or STATIC_VALUE_KEY not in value.meta or value.const_value is not None:
+                if value is None or value.const_value is not None:
+                    continue
+                if STATIC_VALUE_KEY not in value.meta:
                     continue
                 if id(value) not in reads_dims:
                     continue

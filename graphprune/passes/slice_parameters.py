@@ -28,7 +28,8 @@ class SliceParametersPass(ir.passes.InPlacePass):
         by_value: dict[int, tuple[ir.Value, list[tuple[int, np.ndarray]]]] = {}
         for entry, kept in self.plan.changed_axes():
             if entry.constant:
-                by_value.setdefault(id(entry.value), (entry.value, []))[1].append((entry.axis, kept))
+                cuts = by_value.setdefault(id(entry.value), (entry.value, []))[1]
+                cuts.append((entry.axis, kept))
         for value, cuts in by_value.values():
             set_constant(value, _sliced(value, dict(cuts)))
         return ir.passes.PassResult(model, bool(by_value))

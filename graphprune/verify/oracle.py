@@ -21,7 +21,7 @@ def _divisor_names(proto: onnx.ModelProto) -> set[str]:
 
 
 def masked_model(original: onnx.ModelProto, masks: Masks) -> onnx.ModelProto:
-    """A copy of ``original`` with every entry outside the kept indices set to 0 (1 for divisors)."""
+    """A copy of ``original``: entries outside the kept indices set to 0 (1 for divisors)."""
     masked = onnx.ModelProto()
     masked.CopyFrom(original)
     divisors = _divisor_names(masked)
@@ -48,14 +48,15 @@ def run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> list[np.ndar
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
     return session.run(None, dict(feeds))
 
 
 def relative_error(reference: list[np.ndarray], actual: list[np.ndarray]) -> float:
     """Largest ``max|a - r| / max|r|`` over the outputs."""
     worst = 0.0
-    for r, a in zip(reference, actual):
+    for r, a in zip(reference, actual, strict=False):
         if r.shape != a.shape:
             return float("inf")
         scale = max(float(np.max(np.abs(r))), 1e-12)
