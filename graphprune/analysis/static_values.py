@@ -13,8 +13,8 @@ import onnx_ir as ir
 
 from graphprune.ops.base import (
     STATIC_VALUE_KEY,
-    constant_array,
     is_constant,
+    known_array,
     opset_of,
     static_shape,
 )
@@ -28,14 +28,14 @@ _MAX_ELEMENTS = 64
 
 
 def _small_known(value: ir.Value | None) -> np.ndarray | None:
+    """:func:`known_array`, but a large constant (a weight) is never read."""
     if value is None:
         return None
     if is_constant(value):
         shape = static_shape(value)
         if shape is None or int(np.prod(shape, dtype=np.int64)) > _MAX_ELEMENTS:
             return None
-        return constant_array(value)
-    return value.meta.get(STATIC_VALUE_KEY)
+    return known_array(value)
 
 
 def _shape_value(node: ir.Node) -> np.ndarray | None:

@@ -27,6 +27,7 @@ from graphprune.bench.latency import (
     measurement_options,
     shape_representatives,
 )
+from graphprune.errors import one_line
 
 PROVIDER = "CUDAExecutionProvider"
 
@@ -53,7 +54,7 @@ def cuda_unavailable() -> str | None:
     try:
         session = ort.InferenceSession(_probe_model(), options, providers=[PROVIDER])
     except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         return f"the CUDA execution provider does not start ({first})"
     if PROVIDER not in session.get_providers():
         return "no usable CUDA GPU (the CUDA execution provider fell back to CPU)"

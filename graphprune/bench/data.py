@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from graphprune.bench.inputs import Batch, InputSpec
-from graphprune.errors import InputError
+from graphprune.errors import InputError, one_line
 
 _ARRAY_SUFFIXES = (".npy", ".npz")
 
@@ -47,7 +47,7 @@ def _load_array_file(path: Path) -> dict[str, np.ndarray]:
         with loaded:
             return {name: loaded[name] for name in loaded.files}
     except (OSError, ValueError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         raise InputError(f"{path}: not a readable {path.suffix} file ({first})") from exc
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphprune.errors import VerificationError
+from graphprune.errors import VerificationError, one_line
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -42,7 +42,7 @@ def check_runs(path: Path) -> None:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         outputs = session.run(None, random_feeds(session))
     except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         raise VerificationError(f"pruned model does not run in onnxruntime: {first}") from exc
     if any(not np.all(np.isfinite(o)) for o in outputs if np.issubdtype(o.dtype, np.floating)):
         raise VerificationError("pruned model produces non-finite outputs on random inputs")

@@ -7,13 +7,11 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from graphprune.errors import VerificationError
+from graphprune.errors import VerificationError, one_line
 
 
 def _fail(exc: Exception) -> VerificationError:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    return VerificationError(f"pruned model fails the ONNX checker: {first}")
+    return VerificationError(f"pruned model fails the ONNX checker: {one_line(exc)}")
 
 
 def check_file(path: Path) -> None:
