@@ -339,6 +339,21 @@ case("batchnorm-no-conv-bias", chain_after_prunable(
     "bn = BatchNormalization <epsilon=0.001> (a, sc, sh, mean, var)\n  h = Relu (bn)",
     sc=(8,), sh=(8,), mean=(8,), var=(8,)), shrink=("h", "zr"))
 case("instancenorm", chain("h = InstanceNormalization (a, sc, sh)", sc=(8,), sh=(8,)))
+case("layernorm-spatial", chain("h, m, r = LayerNormalization <axis=2> (a, sc, sh)",
+                                sc=(10, 12), sh=(10, 12)))
+case("layernorm-last-axis", chain("h = LayerNormalization <axis=-1, epsilon=0.001> (a, sc, sh)",
+                                  sc=(12,), sh=(12,)))
+case("layernorm-channel-blocks",
+     chain_after_prunable("h = LayerNormalization <axis=1> (a, sc, sh)",
+                          sc=(8, 10, 12), sh=(8, 10, 12)),
+     block=BlockReason.AXIS_NOT_PRESERVED, shrink=("zr",))
+case("softmax-spatial", chain("h = Softmax <axis=3> (a)"))
+case("logsoftmax-default-axis", chain("h = LogSoftmax (a)"))
+case("hardmax-axis2", chain("h = Hardmax <axis=2> (a)"))
+case("softmax-opset11-coerced", chain("h = Softmax <axis=2> (a)", opset=11))
+case("softmax-opset11-channel-blocks",
+     chain_after_prunable("h = Softmax <axis=1> (a)", opset=11),
+     block=BlockReason.AXIS_NOT_PRESERVED, shrink=("zr",))
 
 # layout
 
@@ -575,7 +590,7 @@ g (float[N,3,H,W] x) => (float[N,10] y) {{
 # blocking cases: ``a`` (the second conv's output) cannot be pruned; the first conv still is
 BLOCKING = {
     "LRN": ("h = LRN <size=3> (a)", BlockReason.UNKNOWN_OP, 8, {}),
-    "Softmax-channel": ("h = Softmax <axis=1> (a)", BlockReason.UNKNOWN_OP, 8, {}),
+    "Softmax-channel": ("h = Softmax <axis=1> (a)", BlockReason.AXIS_NOT_PRESERVED, 8, {}),
     "graph-output-mid": ("h = Relu (a)", BlockReason.GRAPH_IO, 8, {"outs": ", float[N,8,H,W] h"}),
     "Pad-channel": ("h = Pad (a, pads)", BlockReason.AXIS_NOT_PRESERVED, 10,
                     {"pads": i64(0, 1, 0, 0, 0, 1, 0, 0)}),
