@@ -83,3 +83,19 @@ def test_kv_cache_graph_io_stays_whole(folder):
     cfg = config_of("gpt2")
     assert shapes["past_key_0"][1] == cfg.kv_heads and shapes["past_key_0"][3] == cfg.head_dim
     assert shapes["present_value_1"][3] == cfg.head_dim
+
+
+@pytest.mark.parametrize(("name", "exporter"), [(n, e) for n, e in CASES if n in ("bert", "vit")])
+def test_whole_heads_form_one_group_per_layer(folder, name, exporter):
+    """Q, K, V columns and output-projection rows of a head are one class of head_dim channels."""
+    proto = _exported(name, exporter, folder)
+    cfg = config_of(name)
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    heads = [g for g in analysis.groups if g.root.size == cfg.hidden]
+    assert len(heads) == cfg.layers
+    assert all(len(g.classes) == cfg.heads for g in heads)
+    result = prune_proto(proto, ratio=0.5, round_to=1)
+    assert_mask_equivalent(proto, result, feeds(name))
+    kept = [g["channels_after"] // cfg.head_dim for g in result.groups
+            if g["channels_before"] == cfg.hidden]
+    assert kept == [cfg.heads // 2] * cfg.layers

@@ -19,7 +19,7 @@ from graphprune.analysis.axes import AxisTable, ChannelAxis
 from graphprune.analysis.blocked import Blocked, BlockReason
 from graphprune.analysis.unionfind import components
 from graphprune.ops import lookup
-from graphprune.ops.base import Choice, Coupling, is_constant, static_shape
+from graphprune.ops.base import Choice, Coupling, SplitChoice, is_constant, static_shape
 
 NOT_BLOCKED = np.iinfo(np.int64).max
 
@@ -75,7 +75,7 @@ class _Collector:
         self.records: list[Blocked] = []
         self.blocks: list[tuple[np.ndarray, int]] = []
         self.sources: list[ChannelAxis] = []
-        self.choices: list[tuple[ir.Node, Choice]] = []
+        self.choices: list[tuple[ir.Node, Choice | SplitChoice]] = []
 
     def record(self, blocked: Blocked) -> int:
         self.records.append(blocked)
@@ -98,7 +98,39 @@ class _Collector:
         return labels, class_block
 
     def settle_choices(self) -> None:
-        """Declares, for every Choice, the option whose input channels are free; blocks the rest."""
+        """Settles splits (whole blocks or offsets), then merges (the option with free channels).
+
+        Every split first keeps whole blocks. One whose blocks end up blocked, or merged back as
+        the minor axis of a merge (a channel shuffle), takes the offsets instead, and everything
+        is settled again; each retry moves at least one split, so this ends.
+        """
+        splits = [(n, c) for n, c in self.choices if isinstance(c, SplitChoice)]
+        merges = [(n, c) for n, c in self.choices if isinstance(c, Choice)]
+        marks = (len(self.pairs_a), len(self.blocks), len(self.records))
+        minor: set[int] = set()
+        while True:
+            self._settle_splits(splits, minor)
+            picked = self._settle_merges(merges)
+            if len(minor) == len(splits):
+                return
+            worse = self._fragmented_splits(splits, minor, picked)
+            if not worse:
+                return
+            minor |= worse
+            del self.pairs_a[marks[0]:], self.pairs_b[marks[0]:]
+            del self.blocks[marks[1]:], self.records[marks[2]:]
+
+    def _settle_splits(self, splits, minor: set[int]) -> None:
+        for i, (node, split) in enumerate(splits):
+            take, other = (split.minor, split.major) if i in minor else (split.major, split.minor)
+            self.couple(take)
+            detail = ("split keeps the same offset in every block" if i in minor
+                      else "split keeps whole blocks")
+            record = self.record(_not_preserved(node, detail))
+            self.blocks.append((self.table.get(other.b).ids(), record))
+
+    def _settle_merges(self, merges) -> list[tuple[int, Coupling]]:
+        """Declares, for every merge, the option whose input channels are free; blocks the rest."""
         labels, class_block = self.labels_and_blocks()
 
         def free(option: Coupling) -> bool:
@@ -106,8 +138,11 @@ class _Collector:
             classes = labels[entry.base : entry.base + entry.size]
             return bool((class_block[classes] == NOT_BLOCKED).any())
 
-        for node, choice in self.choices:
-            picked = next((o for o in choice.options if free(o)), choice.options[0])
+        picks = []
+        for node, choice in merges:
+            index = next((k for k, o in enumerate(choice.options) if free(o)), 0)
+            picked = choice.options[index]
+            picks.append((index, picked))
             self.couple(picked)
             others = [o for o in choice.options if o is not picked]
             if others:
@@ -116,6 +151,22 @@ class _Collector:
                 record = self.record(_not_preserved(node, detail))
                 for option in others:
                     self.blocks.append((self.table.get(option.a).ids(), record))
+        return picks
+
+    def _fragmented_splits(self, splits, minor: set[int], picks) -> set[int]:
+        """Splits kept whole whose blocks are blocked or merged back as a merge's minor axis."""
+        labels, class_block = self.labels_and_blocks()
+        minor_merged = [labels[self.table.get(o.a).ids()] for k, o in picks if k > 0]
+        minor_merged = np.unique(np.concatenate(minor_merged)) if minor_merged else None
+        worse = set()
+        for i, (_, split) in enumerate(splits):
+            if i in minor:
+                continue
+            blocks = labels[self.table.get(split.major.b).ids()]
+            if (class_block[blocks] != NOT_BLOCKED).all() or (
+                    minor_merged is not None and np.isin(blocks, minor_merged).any()):
+                worse.add(i)
+        return worse
 
     def couple(self, coupling: Coupling) -> tuple[ChannelAxis, ChannelAxis]:
         ea, eb = self.table.get(coupling.a), self.table.get(coupling.b)
@@ -186,6 +237,14 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
         declared, fed = set(), set()
         output_ids = {id(v) for v in outputs}
         for item in result:
+            if isinstance(item, SplitChoice):  # settled once every node has spoken
+                col.choices.append((node, item))
+                for option in (item.major, item.minor):
+                    ea, eb = col.table.get(option.a), col.table.get(option.b)
+                    declared.update([(id(ea.value), ea.axis), (id(eb.value), eb.axis)])
+                    if not is_constant(ea.value) and id(ea.value) not in derived:
+                        fed.add((id(eb.value), eb.axis))
+                continue
             if isinstance(item, Choice):  # settled once every node has spoken
                 col.choices.append((node, item))
                 declared.update((id(o.a[0]), o.a[1]) for o in item.options)

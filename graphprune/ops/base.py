@@ -46,6 +46,21 @@ class Choice:
     options: tuple[Coupling, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitChoice:
+    """A split ``[.., m*n] -> [.., m, n]``: channel ``c`` goes to the major axis or the minor one.
+
+    ``major`` maps ``c -> c // n`` (whole blocks of ``n`` channels, such as attention heads, are
+    one channel of the major axis); ``minor`` maps ``c -> c % n`` (the same offset in every
+    block, as a channel shuffle needs). The axis not taken stays whole. The analysis takes the
+    major option when the blocks stay whole wherever they go: not blocked, and merged back (if at
+    all) as the major axis of a merge, as attention's head merge does; otherwise the minor one.
+    """
+
+    major: Coupling
+    minor: Coupling
+
+
 def identity(a: AxisRef, b: AxisRef) -> Coupling:
     return Coupling(a, b)
 

@@ -6,9 +6,11 @@ Squeeze/Unsqueeze drop or add unit axes; Flatten and Reshape merge and split axe
 1. When axes merge (``[N,C,H,W] -> [N, C*H*W]``), one of them owns the output: each channel a
    block of ``H*W`` features (flatten into a classifier). Which one is a ``Choice`` the analysis
    settles: the axis whose channels are free, so NHWC (``[N,H,W,C]``) works as well as NCHW.
-2. An input axis that splits into several (``[N,C,H,W] -> [N,g,C/g,H,W]``) is coupled to the
-   last of them, ``c -> c % (C/g)``: channels that share an offset in every slice go together,
-   which is what a channel shuffle (Reshape -> Transpose -> Reshape) needs to stay dense.
+2. An input axis that splits in two (``[B,S,H*D] -> [B,S,H,D]``, ``[N,C,H,W] -> [N,g,C/g,H,W]``)
+   is a ``SplitChoice``: ``c -> c // D`` keeps whole blocks (attention heads) together,
+   ``c -> c % D`` channels that share an offset in every block (what a channel shuffle,
+   Reshape -> Transpose -> Reshape, needs to stay dense). The analysis settles it together with
+   the merges the blocks reach. A split into more axes couples to the last, ``c -> c % D``.
 3. Reshape targets are rewritten entry by entry; an entry computed at run time blocks its axis.
 """
 
@@ -23,6 +25,7 @@ from graphprune.ops.base import (
     Coupling,
     PlanView,
     Rule,
+    SplitChoice,
     attr,
     identity,
     known_array,
@@ -256,7 +259,11 @@ def _span_couplings(x: ir.Value, xs: Shape, x_axes, y: ir.Value, ys: Shape, y_ax
             stride = int(np.prod(sizes_x[k + 1 :], dtype=np.int64))
             options.append(mapped((x, axis), (y, y_axes[0]), (e // stride) % sizes_x[k], e))
         return [Choice(tuple(options))]
-    if len(x_axes) == 1:  # split: coupled to the last (minor) output axis
+    if len(x_axes) == 1 and len(y_axes) == 2:  # split: whole blocks or the same offset in each
+        c, minor = np.arange(sizes_x[0]), sizes_y[1]
+        return [SplitChoice(mapped((x, x_axes[0]), (y, y_axes[0]), c, c // minor),
+                            mapped((x, x_axes[0]), (y, y_axes[1]), c, c % minor))]
+    if len(x_axes) == 1:  # a split into more axes: coupled to the last (minor) output axis
         c = np.arange(sizes_x[0])
         return [mapped((x, x_axes[0]), (y, y_axes[-1]), c, c % sizes_y[-1])]
     return []
