@@ -108,6 +108,10 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--ratio", type=float, default=0.5, show_default=True,
               help="Share of channels removed from every prunable group, in [0, 1).")
+@click.option("--heads", type=float, default=None,
+              help="Share of whole attention heads removed per layer (default: --ratio).")
+@click.option("--mlp", type=float, default=None,
+              help="Share of channels and MLP neurons removed per group (default: --ratio).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output model path (default: <input stem>.pruned.onnx).")
 @_options(_PRUNE_OPTIONS)
@@ -117,14 +121,16 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
 @click.option("--force", is_flag=True, help="Allow overwriting the input model.")
 @click.option("--debug", is_flag=True,
               help="Strict checks after the rewrite; tracebacks on errors.")
-def prune(model: Path, ratio: float, output: Path | None, criterion: str, round_to: int,
+def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
+          output: Path | None, criterion: str, round_to: int,
           exclude: tuple[str, ...], seed: int, bench: bool, input_shapes: tuple[str, ...],
           data: Path | None, samples: int | None, threads: int | None, runs: int | None,
           warmup: int, providers: str, force: bool, debug: bool) -> None:
     """Prune MODEL; write the pruned model and JSON and HTML reports."""
     output = output or model.with_name(f"{model.stem}.pruned.onnx")
-    if not 0 <= ratio < 1:
-        raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
+    for flag, value in (("--ratio", ratio), ("--heads", heads), ("--mlp", mlp)):
+        if value is not None and not 0 <= value < 1:
+            raise UsageError(f"{flag} must be in [0, 1), got {value}")
     check_output(output, model, force)
     settings = _settings(runs, warmup, threads, providers)
     inputs = (load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
@@ -133,12 +139,14 @@ def prune(model: Path, ratio: float, output: Path | None, criterion: str, round_
     with progress_bar() as progress:
         with step(progress, "pruning"):
             result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
-                                      exclude=exclude, seed=seed, debug=debug)
+                                      exclude=exclude, seed=seed, debug=debug, heads=heads,
+                                      mlp=mlp)
         with step(progress, "checking and writing the model"):
             save_model(result.model, output, check=_verify)
         measurement = measure([model, output], inputs, settings, progress) if bench else None
         report = build_report(result, source=model, output=output, measurement=measurement,
-                              settings={"ratio": ratio, "criterion": criterion,
+                              settings={"ratio": ratio, "heads": heads, "mlp": mlp,
+                                        "criterion": criterion,
                                         "round_to": round_to, "exclude": list(exclude),
                                         "seed": seed})
         with step(progress, "writing the reports"):

@@ -57,7 +57,8 @@ def analyze(model: ir.Model | str | os.PathLike, exclude: Sequence[str] = ()) ->
     return analyze_channels(_as_model(model), exclude)
 
 
-def _select(analysis: ChannelAnalysis, ratio: float, criterion: str, round_to: int, seed: int):
+def _select(analysis: ChannelAnalysis, ratio: dict[str, float], criterion: str, round_to: int,
+            seed: int):
     if criterion not in SCORERS:
         raise UsageError(f"unknown criterion '{criterion}' (choose from {', '.join(SCORERS)})")
     scorer = SCORERS[criterion]
@@ -75,6 +76,8 @@ def prune(
     seed: int = 0,
     removed: np.ndarray | None = None,
     debug: bool = False,
+    heads: float | None = None,
+    mlp: float | None = None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
@@ -87,16 +90,21 @@ def prune(
         seed: Seed of the ``random`` criterion.
         removed: Explicit class labels to remove instead of scoring and allocating (tests).
         debug: Run the ONNX checker with strict shape inference after the rewrite.
+        heads: Share of whole attention heads removed (default ``ratio``).
+        mlp: Share of channel and neuron groups removed (default ``ratio``).
     """
-    if not 0 <= ratio < 1:
-        raise UsageError(f"ratio must be in [0, 1), got {ratio}")
+    ratios = {"heads": ratio if heads is None else heads,
+              "channels": ratio if mlp is None else mlp}
+    for name, value in (("ratio", ratio), ("heads", ratios["heads"]), ("mlp", ratios["channels"])):
+        if not 0 <= value < 1:
+            raise UsageError(f"{name} must be in [0, 1), got {value}")
     if round_to < 1:
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
     model = _as_model(model)
     analysis = analyze_channels(model, exclude)
     before = count_costs(model)
     if removed is None:
-        removed = _select(analysis, ratio, criterion, round_to, seed)
+        removed = _select(analysis, ratios, criterion, round_to, seed)
     plan = PrunePlan(analysis, removed)
     groups = [_group_report(analysis, plan, g) for g in analysis.groups]
     masks: Masks = {}
@@ -133,11 +141,16 @@ def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:
             "before": entry.size,
             "after": plan.new_size(entry.value, entry.axis),
         })
-    return {
+    report = {
         "name": group.name,
+        "kind": group.kind,
         "root": root.name,
         "channels_before": root.size,
         "channels_after": plan.new_size(root.value, root.axis),
         "kept": (np.arange(root.size) if kept_root is None else kept_root).tolist(),
         "tensors": tensors,
     }
+    if group.kind == "heads":  # whole heads: count them, not their channels
+        report["heads_before"] = len(group.classes)
+        report["heads_after"] = int(plan.keep[group.classes].sum())
+    return report

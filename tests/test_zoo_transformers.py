@@ -1,8 +1,7 @@
 """The transformer zoo: exports match torch, and what graphprune prunes in them is exact.
 
-Head groups are not formed yet (a split Reshape couples a channel to the head-dim axis only), so
-the groups found today are MLP neurons and "the same offset in every head"; the oracle must hold
-for those, with valid token ids, masks and KV caches as inputs.
+Encoders prune whole heads and MLP neurons; decoders keep their heads whole while the KV cache
+is graph I/O. The oracle must hold with valid token ids, masks and KV caches as inputs.
 """
 
 from __future__ import annotations
@@ -99,3 +98,21 @@ def test_whole_heads_form_one_group_per_layer(folder, name, exporter):
     kept = [g["channels_after"] // cfg.head_dim for g in result.groups
             if g["channels_before"] == cfg.hidden]
     assert kept == [cfg.heads // 2] * cfg.layers
+
+
+def test_cli_heads_and_mlp_ratios(folder, tmp_path):
+    from graphprune.cli import main
+
+    source = tmp_path / "bert.onnx"
+    onnx.save(_exported("bert", "torchscript", folder), source)
+    out = tmp_path / "bert.pruned.onnx"
+    assert main([str(source), "--heads", "0.25", "--mlp", "0.5", "--no-bench", "-o", str(out)]) == 0
+    import json
+
+    report = json.loads((tmp_path / "bert.pruned.report.json").read_text())
+    cfg = config_of("bert")
+    heads = [g for g in report["groups"] if g["kind"] == "heads"]
+    assert [(g["heads_before"], g["heads_after"]) for g in heads] == [(4, 3)] * cfg.layers
+    mlp = [g["channels_after"] for g in report["groups"] if g["kind"] == "channels"]
+    assert mlp == [cfg.mlp // 2] * cfg.layers
+    assert main([str(source), "--heads", "1.5", "--no-bench", "-o", str(out)]) == 2

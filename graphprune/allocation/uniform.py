@@ -9,6 +9,7 @@ element, and each segment keeps its best-scored classes.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -52,7 +53,8 @@ def _quotas(sizes: np.ndarray, keep: int) -> np.ndarray:
 
 def _group_removal(analysis: ChannelAnalysis, group: Group, scores: np.ndarray, ratio: float,
                    round_to: int) -> np.ndarray:
-    keep_total = keep_count(len(group.classes), ratio, _class_step(analysis, group, round_to))
+    step = 1 if group.kind == "heads" else _class_step(analysis, group, round_to)
+    keep_total = keep_count(len(group.classes), ratio, step)
     sizes = np.array([len(s) for s in group.segments], dtype=np.int64)
     kept = []
     for segment, quota in zip(group.segments, _quotas(sizes, keep_total), strict=False):
@@ -70,8 +72,15 @@ def _group_removal(analysis: ChannelAnalysis, group: Group, scores: np.ndarray, 
 
 
 def uniform_allocation(
-    analysis: ChannelAnalysis, scores: np.ndarray, ratio: float, round_to: int = 1
+    analysis: ChannelAnalysis, scores: np.ndarray, ratio: float | Mapping[str, float],
+    round_to: int = 1,
 ) -> np.ndarray:
-    """Class labels to remove: ``ratio`` of every group, lowest scores first."""
-    removed = [_group_removal(analysis, g, scores, ratio, round_to) for g in analysis.groups]
+    """Class labels to remove: ``ratio`` of every group, lowest scores first.
+
+    ``ratio`` may map a group kind (``"heads"``, ``"channels"``) to its own ratio; head groups
+    count in whole heads (``round_to`` applies to channels and neurons only).
+    """
+    ratios = ratio if isinstance(ratio, Mapping) else {}
+    removed = [_group_removal(analysis, g, scores, ratios.get(g.kind, 0.0) if ratios else ratio,
+                              round_to) for g in analysis.groups]
     return np.concatenate(removed) if removed else np.zeros(0, dtype=np.int64)

@@ -35,6 +35,9 @@ class Group:
         segments: A partition of ``classes`` into runs that reach the same set of axes (the two
             halves of a split, say); allocation keeps the same share of each.
         axes: Every axis (index into the axis table) the group touches.
+        kind: ``"heads"`` when its classes are whole blocks of a split kept whole (attention
+            heads: ``--heads`` sets their ratio, counted in whole heads), else ``"channels"``
+            (conv channels, MLP neurons: ``--mlp``).
     """
 
     id: int
@@ -42,6 +45,7 @@ class Group:
     classes: np.ndarray
     segments: tuple[np.ndarray, ...]
     axes: tuple[int, ...]
+    kind: str = "channels"
 
     @property
     def name(self) -> str:
@@ -76,6 +80,7 @@ class _Collector:
         self.blocks: list[tuple[np.ndarray, int]] = []
         self.sources: list[ChannelAxis] = []
         self.choices: list[tuple[ir.Node, Choice | SplitChoice]] = []
+        self.block_axes: list[ChannelAxis] = []  # major axes of splits kept whole
 
     def record(self, blocked: Blocked) -> int:
         self.records.append(blocked)
@@ -121,6 +126,8 @@ class _Collector:
             del self.blocks[marks[1]:], self.records[marks[2]:]
 
     def _settle_splits(self, splits, minor: set[int]) -> None:
+        self.block_axes = [self.table.get(s.major.b) for i, (_, s) in enumerate(splits)
+                           if i not in minor]
         for i, (node, split) in enumerate(splits):
             take, other = (split.minor, split.major) if i in minor else (split.major, split.minor)
             self.couple(take)
@@ -339,6 +346,8 @@ def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
         for g in np.unique(label_group[labels[entry.base : entry.base + entry.size]]):
             if g >= 0:
                 touched[g].append(i)
+    index_of = {id(entry): i for i, entry in enumerate(table.axes)}
+    block_axes = {index_of[id(entry)] for entry in col.block_axes}
     groups = []
     for g, key in enumerate(keys):
         root = root_of[key]
@@ -350,7 +359,8 @@ def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
         for label in members:
             segments.setdefault(int(signature[label]), []).append(int(label))
         parts = tuple(np.array(s, np.int64) for s in segments.values())
-        groups.append(Group(g, root, members, parts, tuple(touched[g])))
+        kind = "heads" if block_axes & set(touched[g]) else "channels"
+        groups.append(Group(g, root, members, parts, tuple(touched[g]), kind))
     return tuple(groups), tuple(blocked_sources)
 
 

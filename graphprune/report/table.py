@@ -41,8 +41,10 @@ def print_summary(report: dict, console: Console) -> None:
     table.add_column("channels", justify="right")
     rows = sorted(report["groups"], key=lambda g: -g["channels_before"])
     for group in rows[:_MAX_ROWS]:
-        table.add_row(group["name"], str(len(group["tensors"])),
-                      f"{group['channels_before']} -> {group['channels_after']}")
+        channels = f"{group['channels_before']} -> {group['channels_after']}"
+        if group.get("kind") == "heads":
+            channels += f" ({group['heads_before']} -> {group['heads_after']} heads)"
+        table.add_row(group["name"], str(len(group["tensors"])), channels)
     if len(rows) > _MAX_ROWS:
         table.add_row(f"... {len(rows) - _MAX_ROWS} more groups (see the JSON report)", "", "")
     console.print(table)
