@@ -617,7 +617,7 @@ for _name, (_body, _reason, _mid, _extra) in BLOCKING.items():
         _text = _text.replace("float[N,3,H,W] x)", "float[N,3,H,W] x, bool cond)")
     case(f"block-{_name}", (_text, _inits), block=_reason, shrink=("zr",))
 case("block-custom-domain", chain_after_prunable(
-    "h = com.microsoft.Gelu (a)", extra=', "com.microsoft" : 1'),
+    "h = ai.example.Frobnicate (a)", extra=', "ai.example" : 1'),
      block=BlockReason.UNKNOWN_OP, shrink=(), runnable=False)
 
 # MaxPool's indices depend on the channel count (flat NCHW offsets): as a graph output they must

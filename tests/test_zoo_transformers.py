@@ -116,3 +116,20 @@ def test_cli_heads_and_mlp_ratios(folder, tmp_path):
     mlp = [g["channels_after"] for g in report["groups"] if g["kind"] == "channels"]
     assert mlp == [cfg.mlp // 2] * cfg.layers
     assert main([str(source), "--heads", "1.5", "--no-bench", "-o", str(out)]) == 2
+
+
+def test_fused_encoder_prunes_whole_heads(folder, tmp_path):
+    """ORT's Attention keeps packed Q/K/V columns per head; num_heads is rewritten."""
+    onnx.save(_exported("bert", "torchscript", folder), tmp_path / "bert.onnx")
+    fused = onnx.load(fuse(tmp_path / "bert.onnx", tmp_path / "bert.fused.onnx"))
+    cfg = config_of("bert")
+    check_random_selections(fused, seeds=(0, 1, 2), feeds=feeds("bert"))
+    result = prune_proto(fused, ratio=0.5, round_to=1)
+    assert_mask_equivalent(fused, result, feeds("bert"))
+    heads = [g for g in result.groups if g["kind"] == "heads"]
+    assert [(g["heads_before"], g["heads_after"]) for g in heads] == [(4, 2)] * cfg.layers
+    pruned = ir.to_proto(result.model)
+    assert [a.i for n in pruned.graph.node if n.op_type == "Attention" for a in n.attribute
+            if a.name == "num_heads"] == [2] * cfg.layers
+    mlp = [g for g in result.groups if g["kind"] == "channels"]
+    assert [g["channels_after"] for g in mlp] == [cfg.mlp // 2] * cfg.layers

@@ -80,7 +80,7 @@ class _Collector:
         self.blocks: list[tuple[np.ndarray, int]] = []
         self.sources: list[ChannelAxis] = []
         self.choices: list[tuple[ir.Node, Choice | SplitChoice]] = []
-        self.block_axes: list[ChannelAxis] = []  # major axes of splits kept whole
+        self.block_axes: list[ChannelAxis] = []  # axes of couplings that join whole blocks
 
     def record(self, blocked: Blocked) -> int:
         self.records.append(blocked)
@@ -111,7 +111,7 @@ class _Collector:
         """
         splits = [(n, c) for n, c in self.choices if isinstance(c, SplitChoice)]
         merges = [(n, c) for n, c in self.choices if isinstance(c, Choice)]
-        marks = (len(self.pairs_a), len(self.blocks), len(self.records))
+        marks = (len(self.pairs_a), len(self.blocks), len(self.records), len(self.block_axes))
         minor: set[int] = set()
         while True:
             self._settle_splits(splits, minor)
@@ -123,11 +123,9 @@ class _Collector:
                 return
             minor |= worse
             del self.pairs_a[marks[0]:], self.pairs_b[marks[0]:]
-            del self.blocks[marks[1]:], self.records[marks[2]:]
+            del self.blocks[marks[1]:], self.records[marks[2]:], self.block_axes[marks[3]:]
 
     def _settle_splits(self, splits, minor: set[int]) -> None:
-        self.block_axes = [self.table.get(s.major.b) for i, (_, s) in enumerate(splits)
-                           if i not in minor]
         for i, (node, split) in enumerate(splits):
             take, other = (split.minor, split.major) if i in minor else (split.major, split.minor)
             self.couple(take)
@@ -177,6 +175,8 @@ class _Collector:
 
     def couple(self, coupling: Coupling) -> tuple[ChannelAxis, ChannelAxis]:
         ea, eb = self.table.get(coupling.a), self.table.get(coupling.b)
+        if coupling.blocks:
+            self.block_axes.append(eb)
         if coupling.ia is not None and not ea.opaque and not eb.opaque:
             ia, ib = coupling.ia, coupling.ib
         elif coupling.ia is None and not ea.opaque and not eb.opaque and ea.size == eb.size:

@@ -1,6 +1,7 @@
 """Op knowledge: one rule per op family, registered by ``(domain, op_type, opset range)``."""
 
 from graphprune.ops import (  # noqa: F401
+    attention,
     contrib,
     conv,
     elementwise,

@@ -24,13 +24,16 @@ STATIC_VALUE_KEY = "graphprune.static_value"
 class Coupling:
     """Element ``ia[i]`` of axis ``a`` is the same channel as element ``ib[i]`` of axis ``b``.
 
-    ``ia``/``ib`` set to None means the identity map over two axes of equal length.
+    ``ia``/``ib`` set to None means the identity map over two axes of equal length. ``blocks``
+    marks a map that joins channels into whole blocks (attention heads): groups on its axes are
+    counted in blocks.
     """
 
     a: AxisRef
     b: AxisRef
     ia: np.ndarray | None = None
     ib: np.ndarray | None = None
+    blocks: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +60,7 @@ class SplitChoice:
     all) as the major axis of a merge, as attention's head merge does; otherwise the minor one.
     """
 
-    major: Coupling
+    major: Coupling  # its ``blocks`` is set: see :class:`Coupling`
     minor: Coupling
 
 

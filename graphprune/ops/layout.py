@@ -16,6 +16,8 @@ Squeeze/Unsqueeze drop or add unit axes; Flatten and Reshape merge and split axe
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 
@@ -261,7 +263,8 @@ def _span_couplings(x: ir.Value, xs: Shape, x_axes, y: ir.Value, ys: Shape, y_ax
         return [Choice(tuple(options))]
     if len(x_axes) == 1 and len(y_axes) == 2:  # split: whole blocks or the same offset in each
         c, minor = np.arange(sizes_x[0]), sizes_y[1]
-        return [SplitChoice(mapped((x, x_axes[0]), (y, y_axes[0]), c, c // minor),
+        major = mapped((x, x_axes[0]), (y, y_axes[0]), c, c // minor)
+        return [SplitChoice(dataclasses.replace(major, blocks=True),
                             mapped((x, x_axes[0]), (y, y_axes[1]), c, c % minor))]
     if len(x_axes) == 1:  # a split into more axes: coupled to the last (minor) output axis
         c = np.arange(sizes_x[0])
