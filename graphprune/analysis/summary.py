@@ -78,7 +78,8 @@ def _no_group(analysis: ChannelAnalysis, exclude: Sequence[str]) -> PruneWarning
     top = ", ".join(f"{reason} {n}" for reason, n in list(counts.items())[:_TOP_REASONS])
     first = next(iter(counts), None)
     example = next((b for b in _block_records(analysis) if b.reason.value == first), None)
-    parts = [f"blocked axes: {top}"] if top else []
+    what = "blocked axes" if analysis.blocked_sources else "refusals"
+    parts = [f"{what}: {top}"] if top else []
     parts += [f"e.g. {example.describe()}"] if example is not None else []
     text = "nothing was pruned: no prunable channel group"
     text += f" ({'; '.join(parts)})" if parts else ""
