@@ -253,6 +253,11 @@ def analyze(model: Path, exclude: tuple[str, ...], json_path: str | None, debug:
     print_line(f"wrote {json_path}", terminal_console())
 
 
+def _line(text: object) -> str:
+    """One printable line: whitespace runs collapsed, control characters escaped."""
+    return printable(" ".join(str(text).split()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI, turning errors into one line on stderr and an exit code."""
     args = sys.argv[1:] if argv is None else argv
@@ -262,12 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     except GraphpruneError as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"graphprune: error: {printable(exc)}", err=True)
+        click.echo(f"graphprune: error: {_line(exc)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        click.echo(f"graphprune: error: {printable(exc.format_message())}", err=True)
+        click.echo(f"graphprune: error: {_line(exc.format_message())}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("graphprune: aborted", err=True)
@@ -275,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the one place an unexpected error becomes a line, not a traceback
         if debug:
             traceback.print_exc()
-        click.echo(f"graphprune: internal error: {type(exc).__name__}: {printable(exc)}",
-                   err=True)
+        click.echo(f"graphprune: internal error: {type(exc).__name__}: {_line(exc)}", err=True)
         return 1
     return 0
 

@@ -119,3 +119,13 @@ def test_plots_never_parse_names_as_mathtext(name):
     groups = [{"name": name, "channels_before": 8, "channels_after": 4}]
     assert plots.channels_per_group(groups)
     assert plots.macs_by_op({name: 10}, {name: 5})
+
+
+def test_internal_error_line_is_one_printable_line(crafted, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise ValueError(f"bad\n{ESC_NAME}")
+
+    monkeypatch.setattr("graphprune.cli.graphprune.analyze", fail)
+    assert main(["analyze", str(crafted)]) == 1
+    err = capsys.readouterr().err
+    assert err == "graphprune: internal error: ValueError: bad e\\x1b[2Jx\\x07y\n"
