@@ -6,16 +6,17 @@ Exit codes: 0 success, 1 internal error, 2 bad input or usage, 3 output not writ
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 import graphprune
 from graphprune._io import check_output, load_model, save_model
 from graphprune.allocation import DEFAULT_ROUND_TO
+from graphprune.analysis.summary import analysis_warnings
 from graphprune.bench.inputs import inputs_for_models, load_inputs, parse_input_shapes
 from graphprune.bench.latency import DEFAULT_WARMUP
 from graphprune.bench.measure import BenchSettings, measure
@@ -25,13 +26,17 @@ from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import SCORERS
 from graphprune.report.costs import count_costs
 from graphprune.report.files import write_json
-from graphprune.report.json_report import bench_report, build_report
+from graphprune.report.format import printable
+from graphprune.report.json_report import analysis_report, bench_report, build_report
 from graphprune.report.table import (
     print_analysis,
     print_bench,
+    print_line,
     print_notices,
     print_summary,
     print_sweep,
+    print_warnings,
+    terminal_console,
 )
 from graphprune.report.writers import write_prune_reports, write_sweep_reports
 from graphprune.verify.runtime import check_runs
@@ -135,7 +140,7 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
     settings = _settings(runs, warmup, threads, providers)
     inputs = (load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
               if bench else None)
-    console = Console(stderr=False)
+    console = terminal_console()
     with progress_bar() as progress:
         with step(progress, "pruning"):
             result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
@@ -152,8 +157,9 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
         with step(progress, "writing the reports"):
             paths = write_prune_reports(report, output)
     print_notices(report["notices"], console)
+    print_warnings(report["warnings"], terminal_console(stderr=True))
     print_summary(report, console)
-    console.print(f"wrote {output}, {paths[0]} and {paths[1]}", highlight=False)
+    print_line(f"wrote {output}, {paths[0]} and {paths[1]}", console)
 
 
 @cli.command(name="bench")
@@ -179,7 +185,7 @@ def bench_command(models: tuple[Path, ...], input_shapes: tuple[str, ...], data:
         report = bench_report(costs, measure(models, inputs, settings, progress))
     if json_path is not None:
         write_json(report, json_path)
-    console = Console()
+    console = terminal_console()
     print_notices(report["notices"], console)
     print_bench(report, console)
 
@@ -218,20 +224,46 @@ def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models
                                       "exclude": list(exclude), "seed": seed})
         with step(progress, "writing the reports"):
             paths = write_sweep_reports(report, out_dir, model)
-    console = Console()
+    console = terminal_console()
     print_notices(report["notices"], console)
+    print_warnings(report["warnings"], terminal_console(stderr=True))
     print_sweep(report, console)
-    console.print(f"wrote {paths[0]} and {paths[1]}", highlight=False)
+    print_line(f"wrote {paths[0]} and {paths[1]}", console)
 
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="As for prune.")
+@click.option("--json", "json_path", is_flag=False, flag_value="-", default=None,
+              metavar="[FILE|-]",
+              help="Write the analysis as JSON to FILE, or to stdout instead of the tables.")
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
-def analyze(model: Path, exclude: tuple[str, ...], debug: bool) -> None:
-    """Print the channel groups of MODEL and the channels that stay whole; writes nothing."""
+def analyze(model: Path, exclude: tuple[str, ...], json_path: str | None, debug: bool) -> None:
+    """Print the channel groups of MODEL and the channels that stay whole.
+
+    Writes nothing unless --json names a file.
+    """
     del debug
-    print_analysis(graphprune.analyze(model, exclude), Console())
+    if json_path not in (None, "-"):
+        check_output(Path(json_path), model)
+    analysis = graphprune.analyze(model, exclude)
+    warnings = analysis_warnings(analysis, exclude)
+    print_warnings([w.as_dict() for w in warnings], terminal_console(stderr=True))
+    if json_path is None:
+        print_analysis(analysis, terminal_console())
+        return
+    report = analysis_report(analysis, source=model, exclude=list(exclude), warnings=warnings)
+    if json_path == "-":
+        click.echo(json.dumps(report, indent=1))
+        return
+    write_json(report, Path(json_path))
+    print_analysis(analysis, terminal_console())
+    print_line(f"wrote {json_path}", terminal_console())
+
+
+def _line(text: object) -> str:
+    """One printable line: whitespace runs collapsed, control characters escaped."""
+    return printable(" ".join(str(text).split()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,12 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     except GraphpruneError as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"graphprune: error: {exc}", err=True)
+        click.echo(f"graphprune: error: {_line(exc)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        click.echo(f"graphprune: error: {exc.format_message()}", err=True)
+        click.echo(f"graphprune: error: {_line(exc.format_message())}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("graphprune: aborted", err=True)
@@ -256,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the one place an unexpected error becomes a line, not a traceback
         if debug:
             traceback.print_exc()
-        click.echo(f"graphprune: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(f"graphprune: internal error: {type(exc).__name__}: {_line(exc)}", err=True)
         return 1
     return 0
 

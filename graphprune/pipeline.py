@@ -12,6 +12,7 @@ import onnx_ir as ir
 from graphprune._io import infer_shapes, load_model
 from graphprune.allocation import DEFAULT_ROUND_TO, uniform_allocation
 from graphprune.analysis import ChannelAnalysis, PrunePlan, analyze_channels
+from graphprune.analysis.summary import PruneWarning, prune_warnings
 from graphprune.errors import UsageError
 from graphprune.importance import SCORERS
 from graphprune.passes import (
@@ -38,6 +39,9 @@ class PruneResult:
         after: Costs of the pruned model.
         masks: For every sliced constant, ``(axis, kept indices)`` by name: the mask-equivalence
             oracle zeroes everything else in the original.
+        warnings: What did not happen as asked (nothing pruned and why, ``--exclude`` patterns
+            that match no node, ``--round-to`` above every group), from
+            :mod:`graphprune.analysis.summary`.
     """
 
     model: ir.Model
@@ -46,6 +50,7 @@ class PruneResult:
     before: Costs
     after: Costs
     masks: Masks
+    warnings: tuple[PruneWarning, ...] = ()
 
 
 def _as_model(model: ir.Model | str | os.PathLike) -> ir.Model:
@@ -103,8 +108,11 @@ def prune(
     model = _as_model(model)
     analysis = analyze_channels(model, exclude)
     before = count_costs(model)
+    selected = removed is not None
     if removed is None:
         removed = _select(analysis, ratios, criterion, round_to, seed)
+    warnings = tuple(prune_warnings(analysis, len(removed), ratio=max(ratios.values()),
+                                    round_to=round_to, exclude=exclude, selected=selected))
     plan = PrunePlan(analysis, removed)
     groups = [_group_report(analysis, plan, g) for g in analysis.groups]
     masks: Masks = {}
@@ -112,7 +120,7 @@ def prune(
         if entry.constant:
             masks.setdefault(entry.value.name, []).append((entry.axis, kept))
     if not len(removed):
-        return PruneResult(model, analysis, groups, before, before, masks)
+        return PruneResult(model, analysis, groups, before, before, masks, warnings)
     passes = [
         FreezeStaticValuesPass(),
         RewriteShapeConstantsPass(plan),
@@ -125,7 +133,7 @@ def prune(
 
         passes.append(StrictCheckPass())  # mid-sequence states are not meant to be consistent
     ir.passes.Sequential(*passes)(model)
-    return PruneResult(model, analysis, groups, before, count_costs(model), masks)
+    return PruneResult(model, analysis, groups, before, count_costs(model), masks, warnings)
 
 
 def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:

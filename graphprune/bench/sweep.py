@@ -16,6 +16,7 @@ from rich.progress import Progress
 
 import graphprune
 from graphprune._io import save_model
+from graphprune.analysis.summary import merge_point_warnings
 from graphprune.bench.inputs import Inputs
 from graphprune.bench.measure import BenchSettings, Measurement, measure
 from graphprune.bench.progress import step
@@ -31,6 +32,7 @@ class _Point:
     before: Costs | None = None
     after: Costs | None = None
     error: str | None = None
+    warnings: tuple[dict, ...] = ()
 
 
 def sweep_model_path(folder: Path, stem: str, ratio: float) -> Path:
@@ -57,7 +59,8 @@ def _prune_point(model: Path, ratio: float, folder: Path, prune_options: dict,
         if exc.exit_code == 2:  # bad input fails every ratio alike
             raise
         return _Point(ratio, None, error=str(exc))
-    return _Point(ratio, path, result.before, result.after)
+    return _Point(ratio, path, result.before, result.after,
+                  warnings=tuple(w.as_dict() for w in result.warnings))
 
 
 def _point_entry(point: _Point, original: dict, measurement: Measurement | None, index: int,
@@ -71,7 +74,7 @@ def _point_entry(point: _Point, original: dict, measurement: Measurement | None,
     latency_ratio = {provider: stats["median_ms"] / original["latency"][provider]["median_ms"]
                      for provider, stats in entry["latency"].items()}
     return {"ratio": point.ratio, "model": str(point.path) if keep else None, **entry, **ratios,
-            "latency_ratio": latency_ratio,
+            "latency_ratio": latency_ratio, "warnings": list(point.warnings),
             "fidelity": measurement.fidelity[index] if measurement else None}
 
 
@@ -133,6 +136,7 @@ def sweep(
         "settings": {"ratios": list(ratios), **(prune_options or {})},
         "environment": measurement.environment if measurement else None,
         "notices": list(measurement.notices) if measurement else [],
+        "warnings": merge_point_warnings([(p.ratio, p.warnings) for p in points]),
         "original": original,
         "points": entries,
     }

@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
+import unicodedata
+
+
+def printable(text: object) -> str:
+    r"""``text`` with every control or format character written as an escape (``\x1b``).
+
+    Names come from the model file: printed raw, ``\x1b[2J`` would clear the user's terminal and
+    a right-to-left override would reorder what they read. Everything else is kept literally.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
+
+
+def _escape_char(char: str) -> str:
+    if unicodedata.category(char) == "Zs":  # a space of another width prints as a space
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 \
+        else f"\\U{code:08x}"
+
 
 def human(n: float) -> str:
     """``25530472`` -> ``25.53M``."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from graphprune.report.format import printable
+
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
@@ -17,7 +19,8 @@ img { max-width: 100%; display: block; margin: 0.5em 0; }
 
 
 def escape(value) -> str:
-    return html.escape(str(value), quote=True)
+    """HTML-escaped text, control characters as visible escapes (names come from the model)."""
+    return html.escape(printable(value), quote=True)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:

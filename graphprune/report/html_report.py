@@ -17,7 +17,9 @@ _MAX_BLOCKED_ROWS = 200
 
 
 def _notices(report: dict) -> list[str]:
-    return [paragraph(n, "notice") for n in report.get("notices", [])]
+    """Skipped measurements, then the warnings (nothing pruned, unmatched --exclude, ...)."""
+    warnings = [f"warning: {w['message']}" for w in report.get("warnings", [])]
+    return [paragraph(n, "notice") for n in [*report.get("notices", []), *warnings]]
 
 
 def _fidelity_section(fidelity: dict | None) -> str:

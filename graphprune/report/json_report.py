@@ -7,16 +7,20 @@ model with the original's on the same inputs; ``environment`` says what it was m
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
+import onnx_ir as ir
+
 from graphprune.analysis import ChannelAnalysis
+from graphprune.analysis.summary import PruneWarning
 from graphprune.bench.measure import Measurement
 from graphprune.pipeline import PruneResult
 from graphprune.report.costs import Costs, file_size
 from graphprune.report.files import write_json
 
-__all__ = ["bench_report", "blocked_summary", "build_report", "html_path", "model_entry",
-           "report_path", "write_json"]
+__all__ = ["analysis_report", "bench_report", "blocked_summary", "build_report", "html_path",
+           "model_entry", "report_path", "write_json"]
 
 
 def report_path(output: Path) -> Path:
@@ -83,6 +87,7 @@ def build_report(result: PruneResult, *, source: Path, output: Path, settings: d
         "fidelity": measurement.fidelity[1] if measurement else None,
         "environment": measurement.environment if measurement else None,
         "notices": list(measurement.notices) if measurement else [],
+        "warnings": [w.as_dict() for w in result.warnings],
         "groups": result.groups,
         "blocked": blocked_summary(result.analysis),
     }
@@ -97,3 +102,40 @@ def bench_report(costs: list[Costs], measurement: Measurement) -> dict:
         models.append(entry)
     return {"environment": measurement.environment, "notices": list(measurement.notices),
             "models": models}
+
+
+def _analysis_group(analysis: ChannelAnalysis, group) -> dict:
+    tensors = []
+    for index in group.axes:
+        entry = analysis.table.axes[index]
+        tensors.append({"tensor": entry.value.name, "axis": entry.axis,
+                        "kind": "parameter" if entry.constant else "activation",
+                        "size": entry.size})
+    return {"id": group.id, "name": group.name, "root": group.root.name,
+            "channels": group.root.size, "classes": len(group.classes),
+            "segments": [len(s) for s in group.segments], "tensors": tensors}
+
+
+def analysis_report(analysis: ChannelAnalysis, *, source: Path, exclude: list[str],
+                    warnings: list[PruneWarning]) -> dict:
+    """``graphprune analyze --json``: node and op counts, groups with their tensors, blocked axes.
+
+    ``nodes`` counts the main graph (what the analysis walks); ``nodes_in_subgraphs`` the rest.
+    """
+    graph = analysis.model.graph
+    blocked = blocked_summary(analysis)
+    every = list(ir.traversal.RecursiveGraphIterator(graph))
+    ops = collections.Counter(
+        f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        for n in every)
+    return {
+        "input": str(source),
+        "settings": {"exclude": list(exclude)},
+        "nodes": len(graph),
+        "nodes_in_subgraphs": len(every) - len(graph),
+        "op_counts": dict(ops.most_common()),
+        "warnings": [w.as_dict() for w in warnings],
+        "groups": [_analysis_group(analysis, g) for g in analysis.groups],
+        "blocked_reasons": dict(collections.Counter(b["reason"] for b in blocked).most_common()),
+        "blocked": blocked,
+    }

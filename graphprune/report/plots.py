@@ -8,8 +8,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from graphprune.report.format import printable
+
 BEFORE, AFTER = "#9bb7d4", "#1f4e79"
 _MAX_LABELS = 60
+# Labels made from the model (node names, op types) are literal text: ``conv$\\x{$`` is a name,
+# not mathtext to parse (a parse error would fail the report after the model is written).
+_LITERAL = {"parse_math": False, "usetex": False}
+
+
+def _labels(names: Sequence[str]) -> list[str]:
+    return [printable(n) for n in names]
 
 
 def _values(values: Sequence[float | None]) -> np.ndarray:
@@ -35,7 +44,8 @@ def _bar_pairs(ax, labels: Sequence[str], before: Sequence[float], after: Sequen
     ax.bar(x - 0.2, before, 0.4, color=BEFORE, label="before")
     ax.bar(x + 0.2, after, 0.4, color=AFTER, label="after")
     if len(labels) <= _MAX_LABELS:
-        ax.set_xticks(x, labels, rotation=90, fontsize=6 if len(labels) > 20 else 8)
+        ax.set_xticks(x, _labels(labels), rotation=90, fontsize=6 if len(labels) > 20 else 8,
+                      **_LITERAL)
     ax.legend()
 
 
@@ -69,7 +79,7 @@ def macs_by_op(before: dict[str, int], after: dict[str, int]) -> str:
     ax = axes[0][0]
     _bar_pairs(ax, ops, [before.get(op, 0) / 1e6 for op in ops],
                [after.get(op, 0) / 1e6 for op in ops])
-    ax.set_xticks(range(len(ops)), ops, rotation=0)
+    ax.set_xticks(range(len(ops)), _labels(ops), rotation=0, **_LITERAL)
     for container in ax.containers:
         ax.bar_label(container, fmt="%.4g", fontsize=7)
     ax.set_ylabel("MMACs")

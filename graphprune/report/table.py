@@ -1,9 +1,17 @@
-"""Terminal tables (rich)."""
+"""Terminal tables (rich).
+
+Every cell and line is literal text: names from the model are never read as rich markup
+(``conv1[/b]``), their control characters are printed as escapes (:func:`printable`), and when
+the output is not a terminal the tables are as wide as their content, so no name is cut.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from graphprune.analysis import ChannelAnalysis
 from graphprune.report.format import (
@@ -12,55 +20,81 @@ from graphprune.report.format import (
     human,
     human_bytes,
     number,
+    printable,
     summary_rows,
 )
 
 _MAX_ROWS = 25
+_PIPE_WIDTH = 1 << 16  # a pipe or file has no width: never wrap or cut a name there
+
+
+def terminal_console(stderr: bool = False) -> Console:
+    """A console for tables: the terminal's width on a terminal, unlimited width elsewhere."""
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, width=_PIPE_WIDTH)
+
+
+def _cell(value: object) -> Text:
+    """A literal, printable table cell (no markup; folded, not cut, when the terminal is narrow)."""
+    return Text(printable(value), overflow="fold")
+
+
+def _row(table: Table, *cells: object) -> None:
+    table.add_row(*(_cell(c) for c in cells))
 
 
 def _table(title: str, *columns: str) -> Table:
     """A table whose first column is left-aligned and the others right-aligned (numbers)."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(printable(title)), title_justify="left")
     for k, column in enumerate(columns):
-        table.add_column(column, justify="right" if k else "left")
+        table.add_column(Text(printable(column)), justify="right" if k else "left",
+                         overflow="fold")
     return table
+
+
+def print_line(text: str, console: Console, style: str | None = None) -> None:
+    """One literal line (control characters escaped, no markup, no highlighting)."""
+    console.print(Text(printable(text), style=style or ""), soft_wrap=True)
 
 
 def print_notices(notices: list[str], console: Console) -> None:
     """One line each (a measurement that was skipped, and why)."""
     for notice in notices:
-        console.print(f"note: {notice}", style="yellow", markup=False, highlight=False,
-                      soft_wrap=True)
+        print_line(f"note: {notice}", console, style="yellow")
+
+
+def print_warnings(warnings: Sequence[dict], console: Console) -> None:
+    """One ``warning: ...`` line per warning dict (``code``, ``message``; see analysis.summary)."""
+    for warning in warnings:
+        print_line(f"warning: {warning['message']}", console, style="bold yellow")
 
 
 def print_summary(report: dict, console: Console) -> None:
     """Groups (largest first, at most 25 rows), before/after totals, latency and fidelity."""
-    table = Table(title="Channel groups", title_justify="left")
-    table.add_column("group")
-    table.add_column("tensors", justify="right")
-    table.add_column("channels", justify="right")
+    table = _table("Channel groups", "group", "tensors", "channels")
     rows = sorted(report["groups"], key=lambda g: -g["channels_before"])
     for group in rows[:_MAX_ROWS]:
         channels = f"{group['channels_before']} -> {group['channels_after']}"
         if group.get("kind") == "heads":
             channels += f" ({group['heads_before']} -> {group['heads_after']} heads)"
-        table.add_row(group["name"], str(len(group["tensors"])), channels)
+        _row(table, group["name"], len(group["tensors"]), channels)
     if len(rows) > _MAX_ROWS:
-        table.add_row(f"... {len(rows) - _MAX_ROWS} more groups (see the JSON report)", "", "")
+        _row(table, f"... {len(rows) - _MAX_ROWS} more groups (see the JSON report)", "", "")
     console.print(table)
     totals = _table("Before and after", "", "before", "after", "after/before")
     for row in summary_rows(report["before"], report["after"]):
-        totals.add_row(*row)
+        _row(totals, *row)
     console.print(totals)
     fidelity = fidelity_rows(report.get("fidelity"))
     if fidelity:
         fid = _table("Fidelity (pruned vs original, worst output)", "metric", "value")
         for row in fidelity:
-            fid.add_row(*row)
+            _row(fid, *row)
         console.print(fid)
     if report.get("environment"):
-        console.print(f"measured on {environment_line(report['environment'])}", markup=False,
-                      highlight=False)
+        print_line(f"measured on {environment_line(report['environment'])}", console)
 
 
 def print_bench(report: dict, console: Console) -> None:
@@ -76,12 +110,11 @@ def print_bench(report: dict, console: Console) -> None:
                    for p in providers for k in ("median", "p90")]
         fidelity = model["fidelity_to_first"] or {}
         top1 = fidelity.get("top1_agreement")
-        table.add_row(model["path"], human(model["params"]), human(model["macs"]),
-                      human_bytes(model["file_size"]), *latency, number(fidelity.get("rel_l2")),
-                      number(fidelity.get("cosine"), 6), "-" if top1 is None else f"{top1:.1%}")
+        _row(table, model["path"], human(model["params"]), human(model["macs"]),
+             human_bytes(model["file_size"]), *latency, number(fidelity.get("rel_l2")),
+             number(fidelity.get("cosine"), 6), "-" if top1 is None else f"{top1:.1%}")
     console.print(table)
-    console.print(f"measured on {environment_line(report['environment'])}", markup=False,
-                  highlight=False)
+    print_line(f"measured on {environment_line(report['environment'])}", console)
 
 
 def print_sweep(report: dict, console: Console) -> None:
@@ -90,35 +123,30 @@ def print_sweep(report: dict, console: Console) -> None:
                    "CPU ms", "CPU x", "rel L2", "cosine", "top-1")
     for point in report["points"]:
         if "error" in point:
-            table.add_row(f"{point['ratio']:g}", f"failed: {point['error']}", *[""] * 7)
+            _row(table, f"{point['ratio']:g}", f"failed: {point['error']}", *[""] * 7)
             continue
         cpu = point["latency"].get("cpu")
         fidelity = point.get("fidelity") or {}
         top1 = fidelity.get("top1_agreement")
-        table.add_row(f"{point['ratio']:g}", human(point["params"]), human(point["macs"]),
-                      f"{point['macs_ratio']:.3f}", number(cpu["median_ms"]) if cpu else "-",
-                      number(point["latency_ratio"].get("cpu"), 3), number(fidelity.get("rel_l2")),
-                      number(fidelity.get("cosine")), "-" if top1 is None else f"{top1:.0%}")
+        _row(table, f"{point['ratio']:g}", human(point["params"]), human(point["macs"]),
+             f"{point['macs_ratio']:.3f}", number(cpu["median_ms"]) if cpu else "-",
+             number(point["latency_ratio"].get("cpu"), 3), number(fidelity.get("rel_l2")),
+             number(fidelity.get("cosine")), "-" if top1 is None else f"{top1:.0%}")
     console.print(table)
 
 
 def print_analysis(analysis: ChannelAnalysis, console: Console) -> None:
     """Every group with its tensors, then every blocked source axis with its reason."""
-    table = Table(title=f"{len(analysis.groups)} prunable groups", title_justify="left")
-    table.add_column("#", justify="right")
-    table.add_column("group")
-    table.add_column("channels", justify="right")
-    table.add_column("segments", justify="right")
-    table.add_column("tensors", justify="right")
+    table = _table(f"{len(analysis.groups)} prunable groups", "#", "group", "channels",
+                   "segments", "tensors")
+    table.columns[0].justify, table.columns[1].justify = "right", "left"
     for group in analysis.groups:
-        table.add_row(str(group.id), group.name, str(len(group.classes)),
-                      str(len(group.segments)), str(len(group.axes)))
+        _row(table, group.id, group.name, len(group.classes), len(group.segments),
+             len(group.axes))
     console.print(table)
-    blocked = Table(title=f"{len(analysis.blocked_sources)} blocked channel axes",
-                    title_justify="left")
-    blocked.add_column("tensor")
-    blocked.add_column("channels", justify="right")
-    blocked.add_column("reason")
+    blocked = _table(f"{len(analysis.blocked_sources)} blocked channel axes", "tensor",
+                     "channels", "reason")
+    blocked.columns[2].justify = "left"
     for entry, record in analysis.blocked_sources:
-        blocked.add_row(entry.name, str(entry.size), record.describe())
+        _row(blocked, entry.name, entry.size, record.describe())
     console.print(blocked)
