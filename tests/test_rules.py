@@ -348,6 +348,39 @@ case("layernorm-channel-blocks",
                           sc=(8, 10, 12), sh=(8, 10, 12)),
      block=BlockReason.AXIS_NOT_PRESERVED, shrink=("zr",))
 case("softmax-spatial", chain("h = Softmax <axis=3> (a)"))
+SCALARS = {"z0": np.array(0, np.float32), "one": np.array(1, np.float32),
+           "two": np.array(2, np.float32)}
+MORE_ELEMENTWISE = {
+    "Reciprocal": "s = Abs (a)\n  p = Add (s, one)\n  h = Reciprocal (p)",
+    "Log": "s = Abs (a)\n  p = Add (s, one)\n  h = Log (p)",
+    "Sin": "h = Sin (a)",
+    "Cos": "h = Cos (a)",
+    "Pow": "s = Abs (a)\n  h = Pow (s, two)",
+    "Not-Equal-Where": "e = Equal (a, a)\n  n = Not (e)\n  h = Where (n, z0, a)",
+    "IsNaN": "q = IsNaN (a)\n  h = Where (q, z0, a)",
+    "IsInf": "q = IsInf (a)\n  h = Where (q, z0, a)",
+    "Less": "c = Less (a, z0)\n  h = Where (c, z0, a)",
+    "Greater": "c = Greater (a, one)\n  h = Where (c, one, a)",
+    "LessOrEqual": "c = LessOrEqual (a, z0)\n  h = Where (c, z0, a)",
+    "GreaterOrEqual": "c = GreaterOrEqual (a, one)\n  h = Where (c, one, a)",
+    "And": "c1 = Less (a, one)\n  c2 = Greater (a, z0)\n  c = And (c1, c2)\n  h = Where (c, z0, a)",
+    "Or": "c1 = Less (a, z0)\n  c2 = Greater (a, one)\n  c = Or (c1, c2)\n  h = Where (c, z0, a)",
+    "Xor": "c1 = Less (a, z0)\n  c2 = Greater (a, one)\n  c = Xor (c1, c2)\n  h = Where (c, z0, a)",
+}
+for _name, _body in MORE_ELEMENTWISE.items():
+    case(f"elementwise-{_name}", chain(_body, **SCALARS))
+case("expand-broadcast-spatial", chain(
+    "r = ReduceMean <axes=[2,3], keepdims=1> (a)\n  h = Expand (r, shp)",
+    shp=i64(1, 1, 10, 12)), annotate={"h": ["N", 8, 10, 12]})
+case("expand-channel-entry-restated", chain(
+    "r = ReduceMean <axes=[2,3], keepdims=1> (a)\n  h = Expand (r, shp)",
+    shp=i64(1, 8, 10, 12)), annotate={"h": ["N", 8, 10, 12]})
+case("tile-channels", chain("h = Tile (a, reps)", mid=16, reps=i64(1, 2, 1, 1)))
+case("tile-spatial", chain("h = Tile (a, reps)", reps=i64(1, 1, 2, 1)))
+case("tile-repeat-kv-heads", chain(
+    "u = Unsqueeze (a, ax2)\n  t = Tile (u, reps)\n  h = Reshape (t, shp)", mid=16,
+    ax2=i64(2), reps=i64(1, 1, 2, 1, 1), shp=i64(0, 16, 10, 12)),
+    annotate={"h": ["N", 16, 10, 12]})
 case("logsoftmax-default-axis", chain("h = LogSoftmax (a)"))
 case("hardmax-axis2", chain("h = Hardmax <axis=2> (a)"))
 case("softmax-opset11-coerced", chain("h = Softmax <axis=2> (a)", opset=11))

@@ -9,6 +9,7 @@ from graphprune.ops import (  # noqa: F401
     linear,
     normalization,
     quantize,
+    repeat,
     shape_of,
     spatial,
 )

@@ -21,6 +21,7 @@ class UnaryRule(Rule):
         "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
         "Celu", "Softplus", "Softsign", "Erf", "Gelu", "Mish", "ThresholdedRelu", "Identity",
         "Dropout", "Cast", "Neg", "Abs", "Exp", "Sqrt", "Floor", "Ceil", "Round", "Sign",
+        "Reciprocal", "Log", "Sin", "Cos", "Not", "IsNaN", "IsInf",
     )  # fmt: skip
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
@@ -42,10 +43,12 @@ class BroadcastRule(Rule):
 
     An input axis equal to the output axis is coupled by identity: a per-channel constant
     ``[C,1,1]`` is sliced with the tensor it meets, and an SE gate ``[N,C,1,1]`` keeps the channels
-    of the tensor it scales. A size-1 input axis broadcasts and is left free.
+    of the tensor it scales. A size-1 input axis broadcasts and is left free. Comparisons, logic
+    ops and ``Where`` (attention masks) broadcast the same way.
     """
 
-    op_types = ("Add", "Sub", "Mul", "Div", "PRelu", "Sum", "Max", "Min", "Mean")
+    op_types = ("Add", "Sub", "Mul", "Div", "PRelu", "Sum", "Max", "Min", "Mean", "Pow", "Where",
+                "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor")
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
         return broadcast_couplings(node, [v for v in node.inputs if v is not None])
