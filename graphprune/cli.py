@@ -39,6 +39,7 @@ from graphprune.report.table import (
     terminal_console,
 )
 from graphprune.report.writers import write_prune_reports, write_sweep_reports
+from graphprune.verify.resized_io import resized_inputs
 from graphprune.verify.runtime import check_runs
 from graphprune.verify.structural import check_file
 
@@ -117,6 +118,9 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
               help="Share of whole attention heads removed per layer (default: --ratio).")
 @click.option("--mlp", type=float, default=None,
               help="Share of channels and MLP neurons removed per group (default: --ratio).")
+@click.option("--resize-io", multiple=True, metavar="PATTERN",
+              help="Let graph inputs/outputs whose name matches this fnmatch pattern change shape "
+                   "(a KV cache: fewer heads); every change is reported (repeatable).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Output model path (default: <input stem>.pruned.onnx).")
 @_options(_PRUNE_OPTIONS)
@@ -127,7 +131,7 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
 @click.option("--debug", is_flag=True,
               help="Strict checks after the rewrite; tracebacks on errors.")
 def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
-          output: Path | None, criterion: str, round_to: int,
+          resize_io: tuple[str, ...], output: Path | None, criterion: str, round_to: int,
           exclude: tuple[str, ...], seed: int, bench: bool, input_shapes: tuple[str, ...],
           data: Path | None, samples: int | None, threads: int | None, runs: int | None,
           warmup: int, providers: str, force: bool, debug: bool) -> None:
@@ -145,12 +149,16 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
         with step(progress, "pruning"):
             result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
                                       exclude=exclude, seed=seed, debug=debug, heads=heads,
-                                      mlp=mlp)
+                                      mlp=mlp, resize_io=resize_io)
         with step(progress, "checking and writing the model"):
             save_model(result.model, output, check=_verify)
-        measurement = measure([model, output], inputs, settings, progress) if bench else None
+        measurement = None
+        if bench:  # resized inputs: the pruned model reads them sliced (and has no fidelity)
+            pruned_inputs = resized_inputs(inputs, result.io) if result.io else inputs
+            measurement = measure([model, output], [inputs, pruned_inputs], settings, progress)
         report = build_report(result, source=model, output=output, measurement=measurement,
                               settings={"ratio": ratio, "heads": heads, "mlp": mlp,
+                                        "resize_io": list(resize_io),
                                         "criterion": criterion,
                                         "round_to": round_to, "exclude": list(exclude),
                                         "seed": seed})
@@ -159,6 +167,10 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
     print_notices(report["notices"], console)
     print_warnings(report["warnings"], terminal_console(stderr=True))
     print_summary(report, console)
+    for change in report["resized_io"]:
+        console.print(f"resized graph I/O {change['name']}: {change['before']} -> "
+                      f"{change['after']} (allocate it so when serving)", markup=False,
+                      highlight=False)
     print_line(f"wrote {output}, {paths[0]} and {paths[1]}", console)
 
 

@@ -23,6 +23,7 @@ from graphprune.passes import (
     UpdateValueShapesPass,
 )
 from graphprune.report.costs import Costs, count_costs
+from graphprune.verify.resized_io import changed_shapes
 
 Masks = dict[str, list[tuple[int, np.ndarray]]]
 
@@ -42,6 +43,9 @@ class PruneResult:
         warnings: What did not happen as asked (nothing pruned and why, ``--exclude`` patterns
             that match no node, ``--round-to`` above every group), from
             :mod:`graphprune.analysis.summary`.
+        io: For every graph input or output that changed shape (``resize_io``), ``(axis, kept
+            indices)`` by name: feed the pruned model inputs sliced to these indices.
+        resized_io: The same, for people: name, axes, declared shape before and after.
     """
 
     model: ir.Model
@@ -51,15 +55,18 @@ class PruneResult:
     after: Costs
     masks: Masks
     warnings: tuple[PruneWarning, ...] = ()
+    io: Masks = dataclasses.field(default_factory=dict)
+    resized_io: list[dict] = dataclasses.field(default_factory=list)
 
 
 def _as_model(model: ir.Model | str | os.PathLike) -> ir.Model:
     return infer_shapes(model) if isinstance(model, ir.Model) else load_model(model)
 
 
-def analyze(model: ir.Model | str | os.PathLike, exclude: Sequence[str] = ()) -> ChannelAnalysis:
+def analyze(model: ir.Model | str | os.PathLike, exclude: Sequence[str] = (),
+            resize_io: Sequence[str] = ()) -> ChannelAnalysis:
     """Channel groups and blocked channels of ``model``; nothing is changed."""
-    return analyze_channels(_as_model(model), exclude)
+    return analyze_channels(_as_model(model), exclude, resize_io)
 
 
 def _select(analysis: ChannelAnalysis, ratio: dict[str, float], criterion: str, round_to: int,
@@ -83,6 +90,7 @@ def prune(
     debug: bool = False,
     heads: float | None = None,
     mlp: float | None = None,
+    resize_io: Sequence[str] = (),
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
@@ -97,6 +105,8 @@ def prune(
         debug: Run the ONNX checker with strict shape inference after the rewrite.
         heads: Share of whole attention heads removed (default ``ratio``).
         mlp: Share of channel and neuron groups removed (default ``ratio``).
+        resize_io: fnmatch patterns of graph inputs/outputs that may change shape (KV caches);
+            every change is listed in ``PruneResult.io``.
     """
     ratios = {"heads": ratio if heads is None else heads,
               "channels": ratio if mlp is None else mlp}
@@ -106,7 +116,7 @@ def prune(
     if round_to < 1:
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
     model = _as_model(model)
-    analysis = analyze_channels(model, exclude)
+    analysis = analyze_channels(model, exclude, resize_io)
     before = count_costs(model)
     selected = removed is not None
     if removed is None:
@@ -116,9 +126,13 @@ def prune(
     plan = PrunePlan(analysis, removed)
     groups = [_group_report(analysis, plan, g) for g in analysis.groups]
     masks: Masks = {}
+    io: Masks = {}
+    graph_io = {id(v) for v in (*model.graph.inputs, *model.graph.outputs)}
     for entry, kept in plan.changed_axes():
         if entry.constant:
             masks.setdefault(entry.value.name, []).append((entry.axis, kept))
+        elif id(entry.value) in graph_io:
+            io.setdefault(entry.value.name, []).append((entry.axis, kept))
     if not len(removed):
         return PruneResult(model, analysis, groups, before, before, masks, warnings)
     passes = [
@@ -132,8 +146,11 @@ def prune(
         from graphprune.verify.structural import StrictCheckPass
 
         passes.append(StrictCheckPass())  # mid-sequence states are not meant to be consistent
+    declared = {v.name: [d if isinstance(d, int) else str(d) for d in (v.shape or ())]
+                for v in (*model.graph.inputs, *model.graph.outputs)}
     ir.passes.Sequential(*passes)(model)
-    return PruneResult(model, analysis, groups, before, count_costs(model), masks, warnings)
+    return PruneResult(model, analysis, groups, before, count_costs(model), masks, warnings, io,
+                       changed_shapes(io, declared))
 
 
 def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import graphprune
-from models.export_transformers import config_of, example_inputs, export, feeds, fuse
+from models.export_transformers import config_of, example_inputs, export, feeds, fuse, io_names
 from models.transformers import TRANSFORMERS
 from tests.oracle import assert_mask_equivalent, check_random_selections, prune_proto
 
@@ -133,3 +133,50 @@ def test_fused_encoder_prunes_whole_heads(folder, tmp_path):
             if a.name == "num_heads"] == [2] * cfg.layers
     mlp = [g for g in result.groups if g["kind"] == "channels"]
     assert [g["channels_after"] for g in mlp] == [cfg.mlp // 2] * cfg.layers
+
+
+@pytest.mark.parametrize(("name", "exporter"), [(n, e) for n, e in CASES if n in ("gpt2", "llama")])
+def test_resized_kv_cache_prunes_heads_exactly(folder, name, exporter):
+    """With the cache allowed to change shape, heads prune (GQA: a KV head with its queries)."""
+    from graphprune.verify.oracle import masked_model, relative_error, run
+    from graphprune.verify.resized_io import sliced_feeds, sliced_outputs
+
+    proto = _exported(name, exporter, folder)
+    cfg = config_of(name)
+    result = graphprune.prune(ir.from_proto(proto), 0.5, round_to=1,
+                              resize_io=["past_*", "present_*"])
+    heads = [g for g in result.groups if g["kind"] == "heads"]
+    assert [(g["heads_before"], g["heads_after"]) for g in heads] == \
+        [(cfg.kv_heads, cfg.kv_heads // 2)] * cfg.layers
+    assert sorted(result.io) == sorted(n for n in [*io_names(name, cfg)[0], *io_names(name, cfg)[1]]
+                                       if n.startswith(("past", "present")))
+    pruned = ir.to_proto(result.model)
+    onnx.checker.check_model(pruned, full_check=True)
+    outputs = [o.name for o in proto.graph.output]
+    want = sliced_outputs(run(masked_model(proto, result.masks), feeds(name)), outputs, result.io)
+    got = run(pruned, sliced_feeds(feeds(name), result.io))
+    assert relative_error(want, got) <= 1e-4
+    dims = {v.name: v.type.tensor_type.shape.dim[1].dim_value for v in pruned.graph.input}
+    assert dims["past_key_0"] == cfg.kv_heads // 2
+
+
+def test_cli_resize_io_reports_every_changed_cache_shape(folder, tmp_path):
+    import json
+
+    from graphprune.cli import main
+
+    source = tmp_path / "gpt2.onnx"
+    onnx.save(_exported("gpt2", "torchscript", folder), source)
+    out = tmp_path / "gpt2.pruned.onnx"
+    cfg = config_of("gpt2")
+    shapes = [f"past_{kind}_{i}=1,{cfg.kv_heads},4,{cfg.head_dim}" for i in range(cfg.layers)
+              for kind in ("key", "value")]
+    args = [str(source), "--heads", "0.5", "--mlp", "0", "-o", str(out), "--resize-io", "past_*",
+            "--resize-io", "present_*", "--runs", "3", "--warmup", "1", "--samples", "2",
+            "--input-shape", "input_ids=1,8", *[a for s in shapes for a in ("--input-shape", s)]]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "gpt2.pruned.report.json").read_text())
+    changed = {c["name"]: (c["before"][1], c["after"][1]) for c in report["resized_io"]}
+    assert len(changed) == 4 * cfg.layers
+    assert set(changed.values()) == {(cfg.kv_heads, cfg.kv_heads // 2)}
+    assert report["after"]["latency"]["cpu"]["median_ms"] > 0

@@ -223,7 +223,11 @@ def _node_result(node: ir.Node, exclude: Sequence[str]) -> list[Coupling | Choic
     return rule.couplings(node)
 
 
-def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()) -> _Collector:
     col = _Collector()
     derived: set[int] = set()  # values computed from constants alone (Identity of a weight, say)
     for node in graph:
@@ -279,8 +283,12 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
                 if (id(value), axis) in declared and (id(value), axis) not in fed:
                     col.sources.append(col.table.get((value, axis)))
     for value in graph.inputs:
+        if _matches(value.name, resize_io):
+            continue  # the caller lets this input change shape
         col.block_value(value, col.record(Blocked(BlockReason.GRAPH_IO, value.name, "graph input")))
     for value in graph.outputs:
+        if _matches(value.name, resize_io):
+            continue
         output = Blocked(BlockReason.GRAPH_IO, value.name, "graph output")
         col.block_value(value, col.record(output))
     for entry in list(col.table.axes):
@@ -291,14 +299,16 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
     return col
 
 
-def analyze_channels(model: ir.Model, exclude: Sequence[str] = ()) -> ChannelAnalysis:
+def analyze_channels(model: ir.Model, exclude: Sequence[str] = (),
+                     resize_io: Sequence[str] = ()) -> ChannelAnalysis:
     """Runs every rule over ``model``'s main graph and builds classes and groups.
 
     The model should have come through ``graphprune._io.infer_shapes`` (as :func:`load_model`
     and :func:`graphprune.prune` do): rules read the shapes and the static values it records, and
-    block what they cannot see.
+    block what they cannot see. Graph inputs and outputs block, except those whose name matches
+    a ``resize_io`` fnmatch pattern (a KV cache the serving code will allocate smaller).
     """
-    col = _walk(model.graph, exclude)
+    col = _walk(model.graph, exclude, resize_io)
     if col.choices:
         col.settle_choices()
     labels, class_block = col.labels_and_blocks()

@@ -40,11 +40,37 @@ def _read_at_run_time(node: ir.Node, lo: int, hi: int) -> set[int]:
         if all(_is_known(v) for v in consumer.outputs):
             continue
         indices = known_array(consumer.inputs[1]) if len(consumer.inputs) > 1 else None
+        sliced = _sliced_range(consumer, hi - lo) if use.idx == 0 else None
         if consumer.op_type == "Gather" and use.idx == 0 and indices is not None:
             read |= {lo + (int(i) % (hi - lo)) for i in np.ravel(indices)}
+        elif sliced is not None:
+            read |= {lo + i for i in sliced}
         else:
             read |= set(range(lo, hi))
     return read
+
+
+def _sliced_range(node: ir.Node, length: int) -> range | None:
+    """The entries a ``Slice`` with constant bounds and step 1 reads of a shape vector."""
+    if node.op_type != "Slice":
+        return None
+    if len(node.inputs) > 1:  # opset >= 10: bounds are inputs
+        bounds = [known_array(v) if v is not None else None for v in node.inputs[1:5]]
+        bounds += [None] * (4 - len(bounds))
+        starts, ends, axes, steps = bounds
+        if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3] is not None
+                                              and axes is None):
+            return None
+    else:
+        starts, ends, axes = attr(node, "starts"), attr(node, "ends"), attr(node, "axes")
+        steps = None
+    if starts is None or ends is None or np.size(starts) != 1:
+        return None
+    if (axes is not None and int(np.ravel(axes)[0]) not in (0, -1)) or \
+            (steps is not None and int(np.ravel(steps)[0]) != 1):
+        return None
+    start, end = int(np.ravel(starts)[0]), int(np.ravel(ends)[0])
+    return range(*slice(start, end).indices(length))
 
 
 @register

@@ -89,6 +89,7 @@ def build_report(result: PruneResult, *, source: Path, output: Path, settings: d
         "notices": list(measurement.notices) if measurement else [],
         "warnings": [w.as_dict() for w in result.warnings],
         "groups": result.groups,
+        "resized_io": result.resized_io,
         "blocked": blocked_summary(result.analysis),
     }
 
