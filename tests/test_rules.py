@@ -375,6 +375,12 @@ case("expand-broadcast-spatial", chain(
 case("expand-channel-entry-restated", chain(
     "r = ReduceMean <axes=[2,3], keepdims=1> (a)\n  h = Expand (r, shp)",
     shp=i64(1, 8, 10, 12)), annotate={"h": ["N", 8, 10, 12]})
+case("einsum-1x1-conv", chain('h = Einsum <equation="nchw,oc->nohw"> (a, we)', opset=12,
+                              mid=6, we=(6, 8)))
+case("einsum-channel-scale", chain('h = Einsum <equation="nchw,c->nchw"> (a, sc)', opset=12,
+                                   sc=(8,)))
+case("gather-rows", chain("h = Gather <axis=2> (a, idx)", idx=i64(0, 2, 4, 6, 8)),
+     annotate={"h": ["N", 8, 5, "W"]})
 case("tile-channels", chain("h = Tile (a, reps)", mid=16, reps=i64(1, 2, 1, 1)))
 case("tile-spatial", chain("h = Tile (a, reps)", reps=i64(1, 1, 2, 1)))
 case("tile-repeat-kv-heads", chain(
@@ -915,3 +921,12 @@ def test_every_registered_op_has_a_case():
         covered |= {n.op_type for n in proto.graph.node}
     missing = {op for domain, op, _ in registered() if domain == ""} - covered
     assert not missing, sorted(missing)
+
+
+def test_einsum_equations():
+    from graphprune.ops.einsum import parse_equation
+
+    assert parse_equation("bhid, bhjd -> bhij", 2) == (["bhid", "bhjd"], "bhij")
+    assert parse_equation("ij,jk", 2) == (["ij", "jk"], "ik")
+    assert parse_equation("...ij,jk->...ik", 2) is None
+    assert parse_equation("ii->i", 1) is None
