@@ -3,6 +3,7 @@
 from graphprune.ops import (  # noqa: F401
     contrib,
     conv,
+    costs_only,
     elementwise,
     layout,
     linear,

@@ -12,7 +12,15 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from graphprune.analysis.blocked import Blocked, BlockReason
-from graphprune.ops.base import Coupling, Rule, attr, broadcast_couplings, identity, static_shape
+from graphprune.ops.base import (
+    Coupling,
+    Dims,
+    Rule,
+    attr,
+    broadcast_couplings,
+    identity,
+    static_shape,
+)
 from graphprune.ops.registry import register
 
 
@@ -42,12 +50,21 @@ class GemmRule(Rule):
             found.extend(bias)
         return found
 
+    def macs(self, node: ir.Node, dims: Dims) -> int:
+        """``M * N * K``: the output's elements times the contracted length."""
+        a, y = dims(node.inputs[0]), dims(node.outputs[0])
+        if a is None or y is None or len(a) != 2:
+            return 0
+        return self.numel(y) * a[0 if attr(node, "transA", 0) else 1]
+
 
 @register
 class MatMulRule(Rule):
     """MatMul of rank >= 2 operands (1-D operands block)."""
 
     op_types = ("MatMul",)
+    a_index = 0  # input positions of A and B (QLinearMatMul stores B at 3)
+    b_index = 1
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
         a, b = node.inputs
@@ -69,3 +86,10 @@ class MatMulRule(Rule):
                 if not (shape[axis] == 1 and sy[axis + shift] != 1):
                     found.append(identity((value, axis), (y, axis + shift)))
         return found
+
+    def macs(self, node: ir.Node, dims: Dims) -> int:
+        """``|Y| * K``, K the last axis of A (also when A or B is 1-D; batch axes broadcast)."""
+        a, y = dims(node.inputs[self.a_index]), dims(node.outputs[0])
+        if a is None or y is None or not a:
+            return 0
+        return self.numel(y) * a[-1]

@@ -1,30 +1,41 @@
 """Cost counting: parameters and multiply-accumulates per node, per op type and in total.
 
-Symbolic dims (a dynamic batch, say) count as 1.
+MACs come from each op's rule (:meth:`graphprune.ops.base.Rule.macs`), evaluated at concrete
+shapes: a symbolic graph-input dim takes its size from ``shapes`` (``--input-shape``) or the
+defaults the measurement inputs use (batch 1, image H and W 224), and ONNX shape inference
+propagates them through a weightless copy of the graph. Subgraph bodies count as often as their
+node's rule says (:meth:`~graphprune.ops.base.Rule.body_repeats`): If its larger branch, Loop its
+static trip count, Scan its scan length; what is not exact is said in :attr:`Costs.notes`.
 
-``Conv``:          MACs = |Y| * (Ci/g) * prod(k)
-``ConvTranspose``: MACs = |X| * (Co/g) * prod(k)
-``Gemm``/``MatMul``: MACs = |Y| * K
-
-A parameter (a float initializer or ``Constant``) counts once, for the first node that reads it.
+Parameters are the elements of every constant tensor (initializers, also those listed as graph
+inputs, and ``Constant`` nodes, in subgraphs too) of a float type or an integer type of at most
+16 bits (int8/uint8 weights and their zero points; scales are floats), plus int32 tensors that a
+node with MACs reads (the bias of QLinearConv). int64/int32 shape and index tensors, bools and
+strings are not parameters. Each tensor counts once, for the first node that reads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
-from graphprune.ops.base import attr, constant_array, is_constant
+from graphprune.errors import UsageError
+from graphprune.ops import lookup
+from graphprune.ops.base import Dims, Rule, static_shape
+
+_NO_RULE = Rule()  # an op without a rule: no MACs, each subgraph counted once
+_GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+Shapes = Mapping[str, tuple[int, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
 class NodeCost:
-    """Parameters a node reads first and MACs it computes."""
+    """Parameters a node reads first and MACs it computes (its subgraphs' included)."""
 
     name: str
     op_type: str
@@ -34,13 +45,19 @@ class NodeCost:
 
 @dataclasses.dataclass(frozen=True)
 class Costs:
-    """Parameter and MAC totals of a model, by op type and by node (nodes with a cost only)."""
+    """Parameter and MAC totals of a model, by op type and by main-graph node (with a cost).
+
+    ``shapes`` holds the concrete graph-input shapes the MACs were counted at; ``notes`` says
+    where a count is not exact (a Loop without a static trip count, an unknown input dim, ...).
+    """
 
     params: int
     macs: int
     macs_by_op: dict[str, int]
     params_by_op: dict[str, int] = dataclasses.field(default_factory=dict)
     nodes: tuple[NodeCost, ...] = ()
+    shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         return {
@@ -49,78 +66,248 @@ class Costs:
             "macs_by_op": dict(self.macs_by_op),
             "params_by_op": dict(self.params_by_op),
             "nodes": [dataclasses.asdict(n) for n in self.nodes],
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "notes": list(self.notes),
         }
 
 
-def _numel(value: ir.Value | None) -> int:
-    if value is None or value.shape is None:
-        return 0
-    return int(np.prod([d if isinstance(d, int) else 1 for d in value.shape], dtype=np.int64))
+# --- concrete shapes -------------------------------------------------------------------------
 
 
-def _dims(value: ir.Value) -> list[int]:
-    return [d if isinstance(d, int) else 1 for d in value.shape]
-
-
-def node_macs(node: ir.Node) -> int:
-    """MACs of one node (0 for ops that are not counted)."""
-    op = node.op_type
-    try:
-        if op in ("Conv", "ConvTranspose"):
-            w = _dims(node.inputs[1])
-            per_output = int(np.prod(w[1:], dtype=np.int64))
-            base = node.outputs[0] if op == "Conv" else node.inputs[0]
-            return _numel(base) * per_output
-        if op == "Gemm":
-            a = _dims(node.inputs[0])
-            k = a[0] if attr(node, "transA", 0) else a[1]
-            return _numel(node.outputs[0]) * k
-        if op == "MatMul":
-            return _numel(node.outputs[0]) * _dims(node.inputs[0])[-1]
-    except (TypeError, IndexError):
-        return 0
-    return 0
-
-
-def _float_size(value: ir.Value) -> int:
-    """Element count of a float constant, else 0."""
-    if value.const_value is not None:
-        tensor = value.const_value
-        if not tensor.dtype.is_floating_point():
-            return 0
-        return int(np.prod(tensor.shape.numpy(), dtype=np.int64))
-    array = constant_array(value)
-    return int(array.size) if array is not None and np.issubdtype(array.dtype, np.floating) else 0
-
-
-def _node_params(node: ir.Node, seen: set[int]) -> int:
-    params = 0
-    for value in node.inputs:
-        if value is None or id(value) in seen or not is_constant(value):
+def _declared_inputs(model: ir.Model) -> list[tuple[str, tuple[int | str, ...]]]:
+    """Graph inputs that are not initializers, with symbolic dims by name ("?" when unnamed)."""
+    found = []
+    for value in model.graph.inputs:
+        if value.const_value is not None or value.name in model.graph.initializers:
             continue
-        seen.add(id(value))
-        params += _float_size(value)
-    return params
+        dims = () if value.shape is None else tuple(
+            d if isinstance(d, int) else (getattr(d, "value", None) or "?") for d in value.shape)
+        found.append((value.name, dims))
+    return found
 
 
-def count_costs(model: ir.Model) -> Costs:
-    """Counts float parameters (initializers and Constant nodes) and MACs of the main graph."""
-    seen: set[int] = set()
-    nodes = []
+def input_shapes(model: ir.Model, shapes: Shapes | None = None
+                 ) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Every graph input's concrete shape, and notes for symbolic dims counted as 1.
+
+    Sizes come from ``shapes`` (``""`` names the only input), else the measurement defaults; a
+    symbolic dim those do not cover counts as 1, with a note. Raises UsageError when ``shapes``
+    names no input or disagrees with a static dim.
+    """
+    from graphprune.bench.inputs import _default_dim, _resolve  # moving to graphprune/inputs
+
+    declared = _declared_inputs(model)
+    given = dict(shapes or {})
+    if "" in given:
+        if len(declared) != 1:
+            raise UsageError("--input-shape without NAME= needs a model with exactly one input "
+                             f"(this one has {', '.join(n for n, _ in declared)})")
+        given[declared[0][0]] = given.pop("")
+    unknown = set(given) - {name for name, _ in declared}
+    if unknown:
+        raise UsageError(f"--input-shape names no input of the model: {', '.join(sorted(unknown))}"
+                         f" (inputs: {', '.join(n for n, _ in declared)})")
+    resolved, notes = {}, []
+    for name, dims in declared:
+        if name in given:
+            resolved[name] = _resolve(name, dims, given[name])
+            continue
+        concrete = []
+        for axis, d in enumerate(dims):
+            try:
+                concrete.append(d if isinstance(d, int) else _default_dim(name, dims, axis))
+            except UsageError:
+                concrete.append(1)
+                notes.append(f"input '{name}': dim '{d}' counted as 1 (give --input-shape)")
+        resolved[name] = tuple(concrete)
+    return resolved, notes
+
+
+def _stripped_proto(model: ir.Model) -> onnx.ModelProto:
+    """The model as a proto without large initializer data (they become typed graph inputs)."""
+    from onnx_ir.passes.common import _c_api_utils  # what onnx-ir's ShapeInferencePass uses
+
+    return _c_api_utils.call_onnx_api(lambda proto: proto, model)
+
+
+def _concrete_copy(model: ir.Model, inputs: dict[str, tuple[int, ...]]) -> ir.Model:
+    """A weightless copy of ``model`` whose graph inputs have ``inputs``' shapes, re-inferred."""
+    from graphprune._io import infer_shapes
+
+    proto = _stripped_proto(model)
+    for value in proto.graph.input:
+        if value.name in inputs:
+            shape = value.type.tensor_type.shape
+            del shape.dim[:]
+            for size in inputs[value.name]:
+                shape.dim.add().dim_value = size
+    del proto.graph.value_info[:]  # inferred at the symbolic shapes; inferred again below
+    return infer_shapes(ir.serde.deserialize_model(proto))
+
+
+def _is_concrete(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
+
+
+def _value_maps(model: ir.Model, copy: ir.Model | None) -> dict[int, dict[str, ir.Value]]:
+    """Graph id in ``model`` -> the same graph's values in ``copy``, by name."""
+    if copy is None:
+        return {}
+    return {id(g): ir.convenience.create_value_mapping(h)
+            for g, h in zip(model.graphs(), copy.graphs(), strict=False)}
+
+
+def _dims_in(scopes: tuple[dict[str, ir.Value], ...]) -> Dims:
+    """``dims`` for a graph whose copy's values (innermost scope first) are ``scopes``."""
+
+    def dims(value: ir.Value | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        if value.const_value is not None:
+            return tuple(int(d) for d in value.const_value.shape)
+        for scope in scopes:
+            found = scope.get(value.name)
+            if found is not None:
+                if _is_concrete(found.shape):
+                    return tuple(found.shape)
+                break
+        shape = static_shape(value)
+        return tuple(shape) if shape is not None and None not in shape else None
+
+    return dims
+
+
+# --- counting --------------------------------------------------------------------------------
+
+
+def _bodies(node: ir.Node, name: str) -> list[ir.Graph]:
+    attribute = node.attributes.get(name)
+    if attribute is None or attribute.type not in _GRAPH_ATTRIBUTES:
+        return []
+    return [attribute.value] if attribute.type == ir.AttributeType.GRAPH else list(attribute.value)
+
+
+def _subgraphs(node: ir.Node) -> Iterator[ir.Graph]:
+    for name in node.attributes:
+        yield from _bodies(node, name)
+
+
+def _constant_info(value: ir.Value) -> tuple[ir.DataType, int] | None:
+    """(dtype, element count) of an initializer or ``Constant`` output, else None."""
+    tensor = value.const_value
+    if tensor is None:
+        node = value.producer()
+        if node is None or node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+            return None
+        for name, attribute in node.attributes.items():
+            if name == "value":
+                tensor = attribute.as_tensor()
+            elif name in ("value_float", "value_floats"):
+                return ir.DataType.FLOAT, len(attribute.value) if name.endswith("s") else 1
+        if tensor is None:
+            return None  # value_int(s), value_string(s), sparse: not parameters
+    return tensor.dtype, Rule.numel(tuple(int(d) for d in tensor.shape))
+
+
+def _param_size(value: ir.Value, reader_computes: bool) -> int:
+    info = _constant_info(value)
+    if info is None:
+        return 0
+    dtype, size = info
+    if dtype.is_floating_point() or (dtype.is_integer() and dtype.bitwidth <= 16):
+        return size
+    return size if dtype == ir.DataType.INT32 and reader_computes else 0
+
+
+class _Counter:
+    """Walks a model once for parameters; MACs per graph are cached (If compares branches)."""
+
+    def __init__(self, maps: dict[int, dict[str, ir.Value]]) -> None:
+        self.maps = maps
+        self.seen: set[int] = set()
+        self.notes: dict[str, None] = {}
+        self.graph_macs: dict[int, dict[str, int]] = {}
+
+    def scopes(self, graph: ir.Graph, outer: tuple) -> tuple:
+        own = self.maps.get(id(graph))
+        return ((own,) if own is not None else ()) + outer
+
+    def node_macs(self, node: ir.Node, scopes: tuple) -> dict[str, int]:
+        """MACs by op type of one node, its subgraphs times their repeats included."""
+        rule = lookup(node) or _NO_RULE
+        dims = _dims_in(scopes)
+        by_op = {node.op_type: rule.macs(node, dims)}
+        if any(a.type in _GRAPH_ATTRIBUTES for a in node.attributes.values()):
+            def body_macs(graph: ir.Graph) -> int:
+                return sum(self.macs_by_op(graph, scopes).values())
+
+            repeats, note = rule.body_repeats(node, dims, body_macs)
+            if note:
+                self.notes[note] = None
+            for name, count in repeats.items():
+                for graph in _bodies(node, name):
+                    for op, macs in self.macs_by_op(graph, scopes).items():
+                        by_op[op] = by_op.get(op, 0) + macs * count
+        return by_op
+
+    def macs_by_op(self, graph: ir.Graph, outer: tuple) -> dict[str, int]:
+        if id(graph) not in self.graph_macs:
+            scopes, by_op = self.scopes(graph, outer), {}
+            for node in graph:
+                for op, macs in self.node_macs(node, scopes).items():
+                    by_op[op] = by_op.get(op, 0) + macs
+            self.graph_macs[id(graph)] = by_op
+        return self.graph_macs[id(graph)]
+
+    def node_params(self, node: ir.Node, scopes: tuple, by_op: dict[str, int]) -> int:
+        """Parameters first read by ``node`` or inside its subgraphs (by reader op in ``by_op``)."""
+        computes = (lookup(node) or _NO_RULE).macs(node, _dims_in(scopes)) > 0
+        total = 0
+        for value in node.inputs:
+            if value is None or id(value) in self.seen:
+                continue
+            self.seen.add(id(value))
+            size = _param_size(value, computes)
+            if size:
+                by_op[node.op_type] = by_op.get(node.op_type, 0) + size
+                total += size
+        for graph in _subgraphs(node):
+            inner = self.scopes(graph, scopes)
+            total += sum(self.node_params(n, inner, by_op) for n in graph)
+        return total
+
+
+def count_costs(model: ir.Model, shapes: Shapes | None = None) -> Costs:
+    """Counts parameters and MACs of ``model`` at concrete input shapes (see module docstring).
+
+    Args:
+        model: The model (not changed).
+        shapes: Sizes of graph inputs by name, as ``--input-shape`` gives them.
+    """
+    inputs, notes = input_shapes(model, shapes)
+    copy = None
+    declared = {name: dims for name, dims in _declared_inputs(model)}
+    if any(declared[n] != s for n, s in inputs.items()):
+        try:
+            copy = _concrete_copy(model, inputs)
+        except Exception as exc:  # inference failures leave the model's own shapes in use
+            notes.append(f"shape inference at the input shapes failed ({type(exc).__name__})")
+    counter = _Counter(_value_maps(model, copy))
+    scopes = counter.scopes(model.graph, ())
+    nodes, macs_by_op, params_by_op = [], {}, {}
     for index, node in enumerate(model.graph):
-        cost = NodeCost(node.name or f"{node.op_type}_{index}", node.op_type,
-                        _node_params(node, seen), node_macs(node))
+        by_op = counter.node_macs(node, scopes)
+        params = counter.node_params(node, scopes, params_by_op)
+        for op, macs in by_op.items():
+            if macs:
+                macs_by_op[op] = macs_by_op.get(op, 0) + macs
+        cost = NodeCost(node.name or f"{node.op_type}_{index}", node.op_type, params,
+                        sum(by_op.values()))
         if cost.params or cost.macs:
             nodes.append(cost)
-    macs_by_op: dict[str, int] = {}
-    params_by_op: dict[str, int] = {}
-    for cost in nodes:
-        if cost.macs:
-            macs_by_op[cost.op_type] = macs_by_op.get(cost.op_type, 0) + cost.macs
-        if cost.params:
-            params_by_op[cost.op_type] = params_by_op.get(cost.op_type, 0) + cost.params
-    return Costs(sum(n.params for n in nodes), sum(macs_by_op.values()), macs_by_op,
-                 params_by_op, tuple(nodes))
+    return Costs(sum(n.params for n in nodes), sum(macs_by_op.values()), macs_by_op, params_by_op,
+                 tuple(nodes), {k: list(v) for k, v in inputs.items()},
+                 tuple(notes) + tuple(counter.notes))
 
 
 def file_size(path: str | os.PathLike) -> int:
