@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -75,6 +75,7 @@ def prune(
     seed: int = 0,
     removed: np.ndarray | None = None,
     debug: bool = False,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
@@ -87,6 +88,8 @@ def prune(
         seed: Seed of the ``random`` criterion.
         removed: Explicit class labels to remove instead of scoring and allocating (tests).
         debug: Run the ONNX checker with strict shape inference after the rewrite.
+        input_shapes: Sizes of symbolic input dims by input name (``--input-shape``); costs are
+            counted at these shapes (default: batch 1, image H and W 224).
     """
     if not 0 <= ratio < 1:
         raise UsageError(f"ratio must be in [0, 1), got {ratio}")
@@ -94,7 +97,7 @@ def prune(
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
     model = _as_model(model)
     analysis = analyze_channels(model, exclude)
-    before = count_costs(model)
+    before = count_costs(model, input_shapes)
     if removed is None:
         removed = _select(analysis, ratio, criterion, round_to, seed)
     plan = PrunePlan(analysis, removed)
@@ -117,7 +120,8 @@ def prune(
 
         passes.append(StrictCheckPass())  # mid-sequence states are not meant to be consistent
     ir.passes.Sequential(*passes)(model)
-    return PruneResult(model, analysis, groups, before, count_costs(model), masks)
+    after = count_costs(model, input_shapes)
+    return PruneResult(model, analysis, groups, before, after, masks)
 
 
 def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:

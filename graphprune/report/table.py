@@ -33,6 +33,14 @@ def print_notices(notices: list[str], console: Console) -> None:
                       soft_wrap=True)
 
 
+def shapes_line(costs: dict) -> str:
+    """``MACs counted at input=1x3x224x224`` and the counting notes, from a costs entry."""
+    shapes = ", ".join(f"{name}={'x'.join(map(str, dims))}"
+                       for name, dims in costs.get("shapes", {}).items())
+    notes = "".join(f"; {note}" for note in costs.get("notes", []))
+    return f"MACs counted at {shapes or 'the static shapes'}{notes}"
+
+
 def print_summary(report: dict, console: Console) -> None:
     """Groups (largest first, at most 25 rows), before/after totals, latency and fidelity."""
     table = Table(title="Channel groups", title_justify="left")
@@ -50,6 +58,7 @@ def print_summary(report: dict, console: Console) -> None:
     for row in summary_rows(report["before"], report["after"]):
         totals.add_row(*row)
     console.print(totals)
+    console.print(shapes_line(report["before"]), markup=False, highlight=False, soft_wrap=True)
     fidelity = fidelity_rows(report.get("fidelity"))
     if fidelity:
         fid = _table("Fidelity (pruned vs original, worst output)", "metric", "value")
@@ -78,6 +87,9 @@ def print_bench(report: dict, console: Console) -> None:
                       human_bytes(model["file_size"]), *latency, number(fidelity.get("rel_l2")),
                       number(fidelity.get("cosine"), 6), "-" if top1 is None else f"{top1:.1%}")
     console.print(table)
+    for model in models:
+        console.print(f"{model['path']}: {shapes_line(model)}", markup=False, highlight=False,
+                      soft_wrap=True)
     console.print(f"measured on {environment_line(report['environment'])}", markup=False,
                   highlight=False)
 
