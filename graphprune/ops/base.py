@@ -18,7 +18,7 @@ from graphprune.analysis.blocked import Blocked, BlockReason
 
 AxisRef = tuple[ir.Value, int]
 Dims = Callable[[ir.Value | None], "tuple[int, ...] | None"]
-"""A value's concrete shape at the input shapes in use (None when unknown), see :meth:`Rule.macs`."""
+"""A value's concrete shape at the input shapes in use (None when unknown); see Rule.macs."""
 BodyMacs = Callable[[ir.Graph], int]
 STATIC_VALUE_KEY = "graphprune.static_value"
 

@@ -7,7 +7,7 @@ axis it touches, exactly as an op without a rule does.
   ``W[dirs, gates*H, I]`` and ``R[dirs, gates*H, H]`` (4, 3, 1 gates): one gate pre-activation
   ``W x_t + R h_{t-1}`` per step, direction and batch row.
 ``Einsum``: ``(n - 1) * prod(every index size)``, n operands (a single operand computes nothing).
-``com.microsoft::Attention``: ``B*S*I*|qkv|`` projections + ``B*S*L*(Dq + Dv)`` for ``QK^T``, ``PV``.
+``com.microsoft::Attention``: ``B*S*I*|qkv|`` projections + ``B*S*L*(Dq + Dv)`` (QK^T, PV).
 ``com.microsoft::MultiHeadAttention``: ``B*S*L*(Dq + Dv)`` (the projections are separate MatMuls).
 ``If``: the larger branch; ``Loop``: the body times a static trip count (else once, noted);
 ``Scan``: the body times the scan length.
