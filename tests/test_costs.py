@@ -16,10 +16,12 @@ from onnx import numpy_helper
 import graphprune
 from graphprune import BlockReason
 from graphprune._io import infer_shapes
+from graphprune.analysis import PrunePlan
 from graphprune.cli import main
 from graphprune.errors import UsageError
 from graphprune.ops import registered
 from graphprune.report.costs import count_costs
+from tests.oracle import random_selection
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>'
 
@@ -79,17 +81,24 @@ def test_fused_conv_and_fused_gemm_count_as_conv_and_gemm():
     assert costs.macs_by_op == {"FusedConv": 5 * 6 * 6 * 3 * 3 * 3, "FusedGemm": 2 * 6 * 4}
 
 
+def test_fused_conv_at_concrete_shapes_of_a_dynamic_input():
+    m = build("g (float[N,3,H,W] x) => (float[N,5,A,B] y) {"
+              ' y = com.microsoft.FusedConv<activation="Relu">(x, w, b) }', w=(5, 3, 3, 3), b=(5,))
+    assert count_costs(m, {"x": (2, 3, 8, 8)}).macs == 2 * 5 * 6 * 6 * 3 * 3 * 3
+    assert count_costs(m).macs == 1 * 5 * 222 * 222 * 3 * 3 * 3  # the 224 x 224 default
+
+
 # --- einsum, recurrent and attention ops --------------------------------------------------------
 
 
 @pytest.mark.parametrize(("equation", "shapes", "expected"), [
-    ("bij,bjk->bik", ([2, 3, 4], [2, 4, 5]), 2 * 3 * 4 * 5),
-    ("...ij,...jk->...ik", ([2, 3, 4], [1, 4, 5]), 2 * 3 * 4 * 5),  # ellipsis broadcasts
-    ("bhqd,bhkd->bhqk", ([1, 2, 3, 4], [1, 2, 6, 4]), 1 * 2 * 3 * 4 * 6),
+    ("bij,bjk->bik", ([2, 3, 4], [2, 4, 5], [2, 3, 5]), 2 * 3 * 4 * 5),
+    ("...ij,...jk->...ik", ([2, 3, 4], [1, 4, 5], [2, 3, 5]), 2 * 3 * 4 * 5),  # broadcast
+    ("bhqd,bhkd->bhqk", ([1, 2, 3, 4], [1, 2, 6, 4], [1, 2, 3, 6]), 1 * 2 * 3 * 4 * 6),
 ])
 def test_einsum_is_the_product_of_every_index(equation, shapes, expected):
-    a, b = (str(s).replace(" ", "") for s in shapes)
-    m = build(f"g (float{a} a, float{b} b) => (float y) "
+    a, b, y = (str(s).replace(" ", "") for s in shapes)
+    m = build(f"g (float{a} a, float{b} b) => (float{y} y) "
               f'{{ y = Einsum<equation="{equation}">(a, b) }}')
     assert count_costs(m).macs == expected
 
@@ -98,7 +107,8 @@ def _recurrent(op: str, gates: int, directions: int, layout: int = 0) -> tuple[i
     seq, batch, inp, hidden = 5, 2, 3, 4
     x = [batch, seq, inp] if layout else [seq, batch, inp]
     direction = "bidirectional" if directions == 2 else "forward"
-    m = build(f"g (float{x} x) => (float y) {{ y, h = {op}<hidden_size={hidden}, "
+    y = [batch, seq, directions, hidden] if layout else [seq, directions, batch, hidden]
+    m = build(f"g (float{x} x) => (float{y} y) {{ y, h = {op}<hidden_size={hidden}, "
               f'direction="{direction}", layout={layout}>(x, w, r) }}',
               w=(directions, gates * hidden, inp), r=(directions, gates * hidden, hidden))
     # per step, direction and batch row: gates*H outputs of W x_t (I products) + R h (H products)
@@ -127,8 +137,6 @@ def test_contrib_attention_counts_projection_and_both_products():
 def test_contrib_multi_head_attention_counts_both_products():
     m = build("g (float[2,6,8] q, float[2,9,8] k, float[2,9,8] v) => (float[2,6,8] y) "
               "{ y = com.microsoft.MultiHeadAttention<num_heads=2>(q, k, v) }")
-    y = m.graph.outputs[0]
-    y.shape, y.dtype = ir.Shape([2, 6, 8]), ir.DataType.FLOAT
     assert count_costs(m).macs == 2 * 6 * 9 * 8 * 2
 
 
@@ -263,8 +271,10 @@ def test_shapes_propagate_through_shape_computations():
     }"""
     m = build(text, w=(2, 3, 3, 3), fc=(2 * 6 * 6, 5), zero=np.array([0]), one=np.array([1]),
               minus=np.array([-1]))
+    before = ir.to_proto(m).SerializeToString()
     costs = count_costs(m, {"x": (1, 3, 6, 6)})
     assert costs.macs_by_op == {"Conv": 2 * 6 * 6 * 27, "MatMul": 5 * 72}
+    assert ir.to_proto(m).SerializeToString() == before  # counted on a copy
 
 
 @pytest.mark.slow
@@ -285,3 +295,36 @@ def test_dynamic_mobilenet_v2_counts_as_the_static_export(tmp_path):
     before = json.loads(out.with_name("small.report.json").read_text())["before"]
     assert before["shapes"] == {"input": [1, 3, 112, 112]}
     assert 3.5 < want.macs / before["macs"] < 4.1  # a quarter of the pixels (7x7 -> 4x4 at the end)
+
+
+# --- a candidate plan ---------------------------------------------------------------------------
+
+
+PLAN_MODEL = """g (float[N,4,H,W] x) => (float[N,5] y) {
+  a = Conv<pads=[1,1,1,1]>(x, w1, b1)
+  r = Relu(a)
+  d = Conv<group=8, pads=[1,1,1,1]>(r, w2)
+  e = Conv(d, w3)
+  c = Conv(r, w4)
+  s = Add(e, c)
+  p = GlobalAveragePool(s)
+  f = Flatten(p)
+  y = Gemm(f, fc, bias)
+}"""
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_costs_of_a_plan_are_those_of_the_model_it_writes(seed):
+    def load():
+        return build(PLAN_MODEL, w1=(8, 4, 3, 3), b1=(8,), w2=(8, 1, 3, 3), w3=(6, 8, 1, 1),
+                     w4=(6, 8, 1, 1), fc=(6, 5), bias=(5,))
+
+    model = load()
+    analysis = graphprune.analyze(model)
+    removed = random_selection(analysis, seed)
+    shapes = {"x": (2, 4, 10, 12)}
+    predicted = count_costs(model, shapes, plan=PrunePlan(analysis, removed))
+    result = graphprune.prune(load(), removed=removed, input_shapes=shapes)
+    assert predicted.macs < result.before.macs
+    assert (predicted.macs, predicted.params) == (result.after.macs, result.after.params)
+    assert predicted.macs_by_op == result.after.macs_by_op

@@ -26,7 +26,7 @@ import onnx_ir as ir
 
 from graphprune.errors import UsageError
 from graphprune.ops import lookup
-from graphprune.ops.base import Dims, Rule, static_shape
+from graphprune.ops.base import Dims, PlanView, Rule, static_shape
 
 _NO_RULE = Rule()  # an op without a rule: no MACs, each subgraph counted once
 _GRAPH_ATTRIBUTES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
@@ -157,22 +157,32 @@ def _value_maps(model: ir.Model, copy: ir.Model | None) -> dict[int, dict[str, i
             for g, h in zip(model.graphs(), copy.graphs(), strict=False)}
 
 
-def _dims_in(scopes: tuple[dict[str, ir.Value], ...]) -> Dims:
-    """``dims`` for a graph whose copy's values (innermost scope first) are ``scopes``."""
+def _concrete_dims(value: ir.Value, scopes: tuple[dict[str, ir.Value], ...]
+                   ) -> tuple[int, ...] | None:
+    if value.const_value is not None:
+        return tuple(int(d) for d in value.const_value.shape)
+    for scope in scopes:
+        found = scope.get(value.name)
+        if found is not None:
+            if _is_concrete(found.shape):
+                return tuple(found.shape)
+            break
+    shape = static_shape(value)
+    return tuple(shape) if shape is not None and None not in shape else None
+
+
+def _dims_in(scopes: tuple[dict[str, ir.Value], ...], plan: PlanView | None = None) -> Dims:
+    """``dims`` for a graph whose copy's values (innermost scope first) are ``scopes``.
+
+    With a ``plan``, every axis that loses channels has its kept count instead.
+    """
 
     def dims(value: ir.Value | None) -> tuple[int, ...] | None:
-        if value is None:
-            return None
-        if value.const_value is not None:
-            return tuple(int(d) for d in value.const_value.shape)
-        for scope in scopes:
-            found = scope.get(value.name)
-            if found is not None:
-                if _is_concrete(found.shape):
-                    return tuple(found.shape)
-                break
-        shape = static_shape(value)
-        return tuple(shape) if shape is not None and None not in shape else None
+        shape = None if value is None else _concrete_dims(value, scopes)
+        if shape is None or plan is None:
+            return shape
+        kept = [plan.kept(value, axis) for axis in range(len(shape))]
+        return tuple(d if k is None else len(k) for d, k in zip(shape, kept, strict=True))
 
     return dims
 
@@ -209,11 +219,13 @@ def _constant_info(value: ir.Value) -> tuple[ir.DataType, int] | None:
     return tensor.dtype, Rule.numel(tuple(int(d) for d in tensor.shape))
 
 
-def _param_size(value: ir.Value, reader_computes: bool) -> int:
+def _param_size(value: ir.Value, reader_computes: bool, dims: Dims) -> int:
     info = _constant_info(value)
     if info is None:
         return 0
     dtype, size = info
+    shape = dims(value)
+    size = size if shape is None else Rule.numel(shape)
     if dtype.is_floating_point() or (dtype.is_integer() and dtype.bitwidth <= 16):
         return size
     return size if dtype == ir.DataType.INT32 and reader_computes else 0
@@ -222,8 +234,9 @@ def _param_size(value: ir.Value, reader_computes: bool) -> int:
 class _Counter:
     """Walks a model once for parameters; MACs per graph are cached (If compares branches)."""
 
-    def __init__(self, maps: dict[int, dict[str, ir.Value]]) -> None:
+    def __init__(self, maps: dict[int, dict[str, ir.Value]], plan: PlanView | None) -> None:
         self.maps = maps
+        self.plan = plan
         self.seen: set[int] = set()
         self.notes: dict[str, None] = {}
         self.graph_macs: dict[int, dict[str, int]] = {}
@@ -235,7 +248,7 @@ class _Counter:
     def node_macs(self, node: ir.Node, scopes: tuple) -> dict[str, int]:
         """MACs by op type of one node, its subgraphs times their repeats included."""
         rule = lookup(node) or _NO_RULE
-        dims = _dims_in(scopes)
+        dims = _dims_in(scopes, self.plan)
         by_op = {node.op_type: rule.macs(node, dims)}
         if any(a.type in _GRAPH_ATTRIBUTES for a in node.attributes.values()):
             def body_macs(graph: ir.Graph) -> int:
@@ -261,13 +274,14 @@ class _Counter:
 
     def node_params(self, node: ir.Node, scopes: tuple, by_op: dict[str, int]) -> int:
         """Parameters first read by ``node`` or inside its subgraphs (by reader op in ``by_op``)."""
-        computes = (lookup(node) or _NO_RULE).macs(node, _dims_in(scopes)) > 0
+        dims = _dims_in(scopes, self.plan)
+        computes = (lookup(node) or _NO_RULE).macs(node, dims) > 0
         total = 0
         for value in node.inputs:
             if value is None or id(value) in self.seen:
                 continue
             self.seen.add(id(value))
-            size = _param_size(value, computes)
+            size = _param_size(value, computes, dims)
             if size:
                 by_op[node.op_type] = by_op.get(node.op_type, 0) + size
                 total += size
@@ -277,12 +291,15 @@ class _Counter:
         return total
 
 
-def count_costs(model: ir.Model, shapes: Shapes | None = None) -> Costs:
+def count_costs(model: ir.Model, shapes: Shapes | None = None,
+                plan: PlanView | None = None) -> Costs:
     """Counts parameters and MACs of ``model`` at concrete input shapes (see module docstring).
 
     Args:
         model: The model (not changed).
         shapes: Sizes of graph inputs by name, as ``--input-shape`` gives them.
+        plan: A candidate pruning plan of ``model``: the costs the model would have with the
+            plan's channels removed, without rewriting it.
     """
     inputs, notes = input_shapes(model, shapes)
     copy = None
@@ -292,7 +309,7 @@ def count_costs(model: ir.Model, shapes: Shapes | None = None) -> Costs:
             copy = _concrete_copy(model, inputs)
         except Exception as exc:  # inference failures leave the model's own shapes in use
             notes.append(f"shape inference at the input shapes failed ({type(exc).__name__})")
-    counter = _Counter(_value_maps(model, copy))
+    counter = _Counter(_value_maps(model, copy), plan)
     scopes = counter.scopes(model.graph, ())
     nodes, macs_by_op, params_by_op = [], {}, {}
     for index, node in enumerate(model.graph):
