@@ -124,6 +124,21 @@ def test_recurrent_ops(op, gates, directions, layout):
     assert costs.params == directions * gates * 4 * (3 + 4)  # W and R
 
 
+def test_contrib_dynamic_quantize_lstm_and_fused_matmul():
+    seq, batch, inp, hidden = 5, 2, 3, 4
+    m = build(f"g (float[{seq},{batch},{inp}] x, float[2,6,4] a) => (float y, float z) {{"
+              f" y = com.microsoft.DynamicQuantizeLSTM<hidden_size={hidden}>"
+              '(x, w, r, "", "", "", "", "", ws, wz, rs, rz)'
+              " z = com.microsoft.FusedMatMul<transB=1>(a, b) }",
+              w=np.ones((1, inp, 4 * hidden), np.int8), ws=np.float32(0.1), wz=np.int8(0),
+              r=np.ones((1, hidden, 4 * hidden), np.int8), rs=np.float32(0.1), rz=np.int8(0),
+              b=(3, 4))
+    assert count_costs(m).macs_by_op == {
+        "DynamicQuantizeLSTM": seq * batch * 4 * hidden * (inp + hidden),
+        "FusedMatMul": 2 * 6 * 3 * 4,  # A[2,6,4] @ B^T[4,3]
+    }
+
+
 def test_contrib_attention_counts_projection_and_both_products():
     batch, seq, hidden, heads = 2, 6, 8, 2
     m = build(f"g (float[{batch},{seq},{hidden}] x) => (float[{batch},{seq},{hidden}] y) "
@@ -258,6 +273,14 @@ def test_symbolic_dims_take_input_shapes_and_defaults():
         count_costs(m, {"nope": (1, 2, 8)})
     with pytest.raises(UsageError):
         count_costs(m, {"x": (1, 2, 9)})
+
+
+def test_computing_nodes_with_unknown_shapes_are_noted():
+    m = build("g (float[1,3,T] x) => (float[1,4,U] y) { y = Conv(x, w) }", w=(4, 3, 3))
+    costs = count_costs(m)  # T counts as 1: a 3-tap conv has no output
+    assert costs.macs == 0
+    assert "counted 0 MACs: 1 Conv" in costs.notes[-1]
+    assert count_costs(m, {"x": (1, 3, 10)}).macs == 4 * 8 * 3 * 3
 
 
 def test_shapes_propagate_through_shape_computations():

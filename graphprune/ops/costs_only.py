@@ -3,12 +3,13 @@
 Each declares MACs (and, for control flow, how often its bodies run) and blocks every channel
 axis it touches, exactly as an op without a rule does.
 
-``LSTM``/``GRU``/``RNN``: ``dirs * seq * batch * (|W[d]| + |R[d]|)``, with
-  ``W[dirs, gates*H, I]`` and ``R[dirs, gates*H, H]`` (4, 3, 1 gates): one gate pre-activation
-  ``W x_t + R h_{t-1}`` per step, direction and batch row.
+``LSTM``/``GRU``/``RNN``: ``dirs * seq * batch * (|W[d]| + |R[d]|)``, with ``W[dirs, gates*H, I]``
+  and ``R[dirs, gates*H, H]`` (4, 3, 1 gates): one gate pre-activation ``W x_t + R h_{t-1}`` per
+  step, direction and batch row (``com.microsoft::DynamicQuantizeLSTM`` stores W, R transposed).
 ``Einsum``: ``(n - 1) * prod(every index size)``, n operands (a single operand computes nothing).
 ``com.microsoft::Attention``: ``B*S*I*|qkv|`` projections + ``B*S*L*(Dq + Dv)`` (QK^T, PV).
 ``com.microsoft::MultiHeadAttention``: ``B*S*L*(Dq + Dv)`` (the projections are separate MatMuls).
+``com.microsoft::FusedMatMul``, ``DynamicQuantizeMatMul``, ``MatMulIntegerToFloat``: as MatMul.
 ``If``: the larger branch; ``Loop``: the body times a static trip count (else once, noted);
 ``Scan``: the body times the scan length.
 """
@@ -51,6 +52,26 @@ class RecurrentCostRule(CostOnlyRule):
             return 0
         seq, batch = (x[1], x[0]) if attr(node, "layout", 0) else (x[0], x[1])
         return seq * batch * w[0] * (self.numel(w[1:]) + self.numel(r[1:]))
+
+
+@register
+class DynamicQuantizeLSTMCostRule(RecurrentCostRule):
+    """``com.microsoft::DynamicQuantizeLSTM``: int8 ``W[dirs, I, 4H]``, ``R[dirs, H, 4H]``."""
+
+    op_types = ("DynamicQuantizeLSTM",)
+    domain = CONTRIB
+
+
+@register
+class ContribMatMulCostRule(CostOnlyRule, MatMulRule):
+    """``com.microsoft`` matrix products with MatMul's operand positions.
+
+    ``FusedMatMul`` (``alpha * A @ B`` with ``transA``/``transB``), ``DynamicQuantizeMatMul``
+    (float A, int8 B) and ``MatMulIntegerToFloat``.
+    """
+
+    op_types = ("FusedMatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+    domain = CONTRIB
 
 
 def _einsum_terms(equation: str) -> tuple[list[str], str | None]:

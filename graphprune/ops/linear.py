@@ -9,6 +9,7 @@ last axis; the ``M`` axis of A is the output's second-to-last axis.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.blocked import Blocked, BlockReason
@@ -88,8 +89,20 @@ class MatMulRule(Rule):
         return found
 
     def macs(self, node: ir.Node, dims: Dims) -> int:
-        """``|Y| * K``, K the last axis of A (also when A or B is 1-D; batch axes broadcast)."""
-        a, y = dims(node.inputs[self.a_index]), dims(node.outputs[0])
-        if a is None or y is None or not a:
+        """``batch * M * N * K`` from the operands alone (a 1-D A has no M, a 1-D B no N).
+
+        Read from the inputs, so contrib variants without an ONNX shape schema count too.
+        """
+        a, b = dims(node.inputs[self.a_index]), dims(node.inputs[self.b_index])
+        if not a or not b:
             return 0
-        return self.numel(y) * a[-1]
+        a, b = (a if len(a) > 1 else (1, *a)), (b if len(b) > 1 else (*b, 1))
+        if attr(node, "transA", 0):
+            a = (*a[:-2], a[-1], a[-2])
+        if attr(node, "transB", 0):
+            b = (*b[:-2], b[-1], b[-2])
+        try:
+            batch = np.broadcast_shapes(a[:-2], b[:-2])
+        except ValueError:
+            return 0
+        return self.numel(batch) * a[-2] * a[-1] * b[-1]

@@ -80,8 +80,9 @@ def _declared_inputs(model: ir.Model) -> list[tuple[str, tuple[int | str, ...]]]
     for value in model.graph.inputs:
         if value.const_value is not None or value.name in model.graph.initializers:
             continue
-        dims = () if value.shape is None else tuple(
-            d if isinstance(d, int) else (getattr(d, "value", None) or "?") for d in value.shape)
+        dims = () if value.shape is None else tuple(  # some exporters write -1 for "dynamic"
+            d if isinstance(d, int) and d >= 0 else (getattr(d, "value", None) or "?")
+            for d in value.shape)
         found.append((value.name, dims))
     return found
 
@@ -135,6 +136,11 @@ def _concrete_copy(model: ir.Model, inputs: dict[str, tuple[int, ...]]) -> ir.Mo
     from graphprune._io import infer_shapes
 
     proto = _stripped_proto(model)
+    declared = {v.name for v in model.graph.inputs}
+    kept = {t.name for t in proto.graph.initializer}  # small ones: constants, not inputs
+    inputs_proto = [v for v in proto.graph.input if v.name in declared or v.name not in kept]
+    del proto.graph.input[:]
+    proto.graph.input.extend(inputs_proto)
     for value in proto.graph.input:
         if value.name in inputs:
             shape = value.type.tensor_type.shape
@@ -146,7 +152,7 @@ def _concrete_copy(model: ir.Model, inputs: dict[str, tuple[int, ...]]) -> ir.Mo
 
 
 def _is_concrete(shape) -> bool:
-    return shape is not None and all(isinstance(d, int) for d in shape)
+    return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
 
 
 def _value_maps(model: ir.Model, copy: ir.Model | None) -> dict[int, dict[str, ir.Value]]:
@@ -168,7 +174,7 @@ def _concrete_dims(value: ir.Value, scopes: tuple[dict[str, ir.Value], ...]
                 return tuple(found.shape)
             break
     shape = static_shape(value)
-    return tuple(shape) if shape is not None and None not in shape else None
+    return tuple(shape) if _is_concrete(shape) else None
 
 
 def _dims_in(scopes: tuple[dict[str, ir.Value], ...], plan: PlanView | None = None) -> Dims:
@@ -240,6 +246,13 @@ class _Counter:
         self.seen: set[int] = set()
         self.notes: dict[str, None] = {}
         self.graph_macs: dict[int, dict[str, int]] = {}
+        self.unknown: dict[str, int] = {}  # op type -> nodes whose rule lacked a shape
+
+    def unknown_note(self) -> tuple[str, ...]:
+        if not self.unknown:
+            return ()
+        ops = ", ".join(f"{n} {op}" for op, n in sorted(self.unknown.items()))
+        return (f"shapes unknown at these input sizes, counted 0 MACs: {ops}",)
 
     def scopes(self, graph: ir.Graph, outer: tuple) -> tuple:
         own = self.maps.get(id(graph))
@@ -250,6 +263,8 @@ class _Counter:
         rule = lookup(node) or _NO_RULE
         dims = _dims_in(scopes, self.plan)
         by_op = {node.op_type: rule.macs(node, dims)}
+        if not by_op[node.op_type] and type(rule).macs is not Rule.macs:
+            self.unknown[node.op_type] = self.unknown.get(node.op_type, 0) + 1
         if any(a.type in _GRAPH_ATTRIBUTES for a in node.attributes.values()):
             def body_macs(graph: ir.Graph) -> int:
                 return sum(self.macs_by_op(graph, scopes).values())
@@ -324,7 +339,7 @@ def count_costs(model: ir.Model, shapes: Shapes | None = None,
             nodes.append(cost)
     return Costs(sum(n.params for n in nodes), sum(macs_by_op.values()), macs_by_op, params_by_op,
                  tuple(nodes), {k: list(v) for k, v in inputs.items()},
-                 tuple(notes) + tuple(counter.notes))
+                 tuple(notes) + tuple(counter.notes) + counter.unknown_note())
 
 
 def file_size(path: str | os.PathLike) -> int:
