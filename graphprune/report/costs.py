@@ -124,17 +124,94 @@ def input_shapes(model: ir.Model, shapes: Shapes | None = None
     return resolved, notes
 
 
+_SMALL_BYTES = 1024  # initializers kept in the copy (shape constants); larger ones are typed inputs
+
+
 def _stripped_proto(model: ir.Model) -> onnx.ModelProto:
-    """The model as a proto without large initializer data (they become typed graph inputs)."""
-    from onnx_ir.passes.common import _c_api_utils  # what onnx-ir's ShapeInferencePass uses
+    """The model as a proto whose large initializers are typed graph inputs without data.
 
-    return _c_api_utils.call_onnx_api(lambda proto: proto, model)
+    The model is changed only for the duration of the call (as onnx-ir's ShapeInferencePass
+    does, but linear in the number of initializers).
+    """
+    graph = model.graph
+    large = [v for v in graph.initializers.values()
+             if v.const_value is None or v.const_value.nbytes > _SMALL_BYTES]
+    saved = [(v, v.shape, v.dtype) for v in large]
+    order = list(graph.initializers.values())
+    inputs = list(graph.inputs)
+    present = {id(v) for v in inputs}
+    try:
+        for value in large:
+            if value.const_value is not None:
+                value.shape = value.shape or value.const_value.shape
+                value.dtype = value.dtype or value.const_value.dtype
+            graph.initializers.pop(value.name)
+            if id(value) not in present:
+                graph.inputs.append(value)
+        return ir.serde.serialize_model(model)
+    finally:
+        graph.inputs.clear()
+        graph.inputs.extend(inputs)
+        for value, shape, dtype in saved:
+            value.shape, value.dtype = shape, dtype
+        for value in order[len(order) - len(large):] if _tail(order, large) else order:
+            graph.initializers.pop(value.name, None)
+            graph.initializers.add(value)
 
 
-def _concrete_copy(model: ir.Model, inputs: dict[str, tuple[int, ...]]) -> ir.Model:
-    """A weightless copy of ``model`` whose graph inputs have ``inputs``' shapes, re-inferred."""
-    from graphprune._io import infer_shapes
+def _tail(order: list[ir.Value], large: list[ir.Value]) -> bool:
+    """The large initializers are the last ones: re-adding only them keeps the order."""
+    return [id(v) for v in order[len(order) - len(large):]] == [id(v) for v in large]
 
+
+ShapeMap = dict[str, "tuple[int | None, ...] | None"]
+
+
+def _proto_shapes(graph: onnx.GraphProto) -> ShapeMap:
+    found: ShapeMap = {}
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        tensor = info.type.tensor_type
+        found[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                 for d in tensor.shape.dim) if tensor.HasField("shape") else None
+    return found
+
+
+def _proto_maps(graph: ir.Graph, proto: onnx.GraphProto, maps: dict[int, ShapeMap]) -> None:
+    """Pairs ``graph`` and its subgraphs with the same graphs of ``proto`` (same node order)."""
+    maps[id(graph)] = _proto_shapes(proto)
+    for node, pnode in zip(graph, proto.node, strict=False):
+        for attribute in pnode.attribute:
+            bodies = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(
+                attribute.graphs)
+            for body, pbody in zip(_bodies(node, attribute.name), bodies, strict=False):
+                _proto_maps(body, pbody, maps)
+
+
+def _ir_maps(graph: ir.Graph, copy: ir.Graph, maps: dict[int, ShapeMap]) -> None:
+    """As :func:`_proto_maps`, from an onnx-ir copy."""
+    values = [*copy.inputs, *copy.initializers.values(),
+              *(v for n in copy for v in n.outputs)]
+    maps[id(graph)] = {v.name: None if v.shape is None else tuple(
+        d if isinstance(d, int) else None for d in v.shape) for v in values}
+    for node, other in zip(graph, copy, strict=False):
+        for name in node.attributes:
+            for body, body_copy in zip(_bodies(node, name), _bodies(other, name), strict=False):
+                _ir_maps(body, body_copy, maps)
+
+
+def _complete(maps: dict[int, ShapeMap], graph: ir.Graph) -> bool:
+    """Every node output of the main graph has a concrete shape."""
+    shapes = maps[id(graph)]
+    return all(_is_concrete(shapes.get(v.name)) for n in graph for v in n.outputs if v.name)
+
+
+def _concrete_maps(model: ir.Model, inputs: dict[str, tuple[int, ...]]) -> dict[int, ShapeMap]:
+    """Shapes by name per graph of ``model`` when its graph inputs have ``inputs``' shapes.
+
+    ONNX shape inference (with data propagation) runs on a weightless copy; where it leaves a
+    main-graph value unknown, the static-value sweep of the analysis (with the rules'
+    ``refine_shapes``) completes it on an onnx-ir copy.
+    """
     proto = _stripped_proto(model)
     declared = {v.name for v in model.graph.inputs}
     kept = {t.name for t in proto.graph.initializer}  # small ones: constants, not inputs
@@ -148,49 +225,33 @@ def _concrete_copy(model: ir.Model, inputs: dict[str, tuple[int, ...]]) -> ir.Mo
             for size in inputs[value.name]:
                 shape.dim.add().dim_value = size
     del proto.graph.value_info[:]  # inferred at the symbolic shapes; inferred again below
-    return infer_shapes(ir.serde.deserialize_model(proto))
+    proto = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False,
+                                              data_prop=True)
+    maps: dict[int, ShapeMap] = {}
+    _proto_maps(model.graph, proto.graph, maps)
+    if not _complete(maps, model.graph):
+        from graphprune.analysis.static_values import infer_shapes
+
+        copy = infer_shapes(ir.serde.deserialize_model(proto))
+        _ir_maps(model.graph, copy.graph, maps)
+    return maps
 
 
 def _is_concrete(shape) -> bool:
     return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
 
 
-def _value_maps(model: ir.Model, copy: ir.Model | None) -> dict[int, dict[str, ir.Value]]:
-    """Graph id in ``model`` -> the same graph's values in ``copy``, by name."""
-    if copy is None:
-        return {}
-    return {id(g): ir.convenience.create_value_mapping(h)
-            for g, h in zip(model.graphs(), copy.graphs(), strict=False)}
-
-
-def _concrete_dims(value: ir.Value, scopes: tuple[dict[str, ir.Value], ...]
-                   ) -> tuple[int, ...] | None:
+def _concrete_dims(value: ir.Value, scopes: tuple[ShapeMap, ...]) -> tuple[int, ...] | None:
     if value.const_value is not None:
         return tuple(int(d) for d in value.const_value.shape)
     for scope in scopes:
-        found = scope.get(value.name)
-        if found is not None:
-            if _is_concrete(found.shape):
-                return tuple(found.shape)
+        if value.name in scope:
+            found = scope[value.name]
+            if _is_concrete(found):
+                return tuple(found)
             break
     shape = static_shape(value)
     return tuple(shape) if _is_concrete(shape) else None
-
-
-def _dims_in(scopes: tuple[dict[str, ir.Value], ...], plan: PlanView | None = None) -> Dims:
-    """``dims`` for a graph whose copy's values (innermost scope first) are ``scopes``.
-
-    With a ``plan``, every axis that loses channels has its kept count instead.
-    """
-
-    def dims(value: ir.Value | None) -> tuple[int, ...] | None:
-        shape = None if value is None else _concrete_dims(value, scopes)
-        if shape is None or plan is None:
-            return shape
-        kept = [plan.kept(value, axis) for axis in range(len(shape))]
-        return tuple(d if k is None else len(k) for d, k in zip(shape, kept, strict=True))
-
-    return dims
 
 
 # --- counting --------------------------------------------------------------------------------
@@ -240,13 +301,35 @@ def _param_size(value: ir.Value, reader_computes: bool, dims: Dims) -> int:
 class _Counter:
     """Walks a model once for parameters; MACs per graph are cached (If compares branches)."""
 
-    def __init__(self, maps: dict[int, dict[str, ir.Value]], plan: PlanView | None) -> None:
+    def __init__(self, maps: dict[int, ShapeMap], plan: PlanView | None) -> None:
         self.maps = maps
         self.plan = plan
         self.seen: set[int] = set()
         self.notes: dict[str, None] = {}
         self.graph_macs: dict[int, dict[str, int]] = {}
         self.unknown: dict[str, int] = {}  # op type -> nodes whose rule lacked a shape
+        self.own_macs: dict[int, int] = {}  # node id -> its own MACs (subgraphs excluded)
+        self.shapes: dict[int, tuple[int, ...] | None] = {}  # value id -> concrete shape
+
+    def dims_in(self, scopes: tuple[ShapeMap, ...]) -> Dims:
+        """``dims`` for a graph whose copy's shapes (innermost scope first) are ``scopes``.
+
+        With a plan, every axis that loses channels has its kept count instead.
+        """
+        plan, cache = self.plan, self.shapes
+
+        def dims(value: ir.Value | None) -> tuple[int, ...] | None:
+            if value is None:
+                return None
+            if id(value) not in cache:
+                cache[id(value)] = _concrete_dims(value, scopes)
+            shape = cache[id(value)]
+            if shape is None or plan is None:
+                return shape
+            kept = [plan.kept(value, axis) for axis in range(len(shape))]
+            return tuple(d if k is None else len(k) for d, k in zip(shape, kept, strict=True))
+
+        return dims
 
     def unknown_note(self) -> tuple[str, ...]:
         if not self.unknown:
@@ -261,8 +344,9 @@ class _Counter:
     def node_macs(self, node: ir.Node, scopes: tuple) -> dict[str, int]:
         """MACs by op type of one node, its subgraphs times their repeats included."""
         rule = lookup(node) or _NO_RULE
-        dims = _dims_in(scopes, self.plan)
+        dims = self.dims_in(scopes)
         by_op = {node.op_type: rule.macs(node, dims)}
+        self.own_macs[id(node)] = by_op[node.op_type]
         if not by_op[node.op_type] and type(rule).macs is not Rule.macs:
             self.unknown[node.op_type] = self.unknown.get(node.op_type, 0) + 1
         if any(a.type in _GRAPH_ATTRIBUTES for a in node.attributes.values()):
@@ -289,8 +373,10 @@ class _Counter:
 
     def node_params(self, node: ir.Node, scopes: tuple, by_op: dict[str, int]) -> int:
         """Parameters first read by ``node`` or inside its subgraphs (by reader op in ``by_op``)."""
-        dims = _dims_in(scopes, self.plan)
-        computes = (lookup(node) or _NO_RULE).macs(node, dims) > 0
+        dims = self.dims_in(scopes)
+        if id(node) not in self.own_macs:
+            self.own_macs[id(node)] = (lookup(node) or _NO_RULE).macs(node, dims)
+        computes = self.own_macs[id(node)] > 0
         total = 0
         for value in node.inputs:
             if value is None or id(value) in self.seen:
@@ -317,14 +403,14 @@ def count_costs(model: ir.Model, shapes: Shapes | None = None,
             plan's channels removed, without rewriting it.
     """
     inputs, notes = input_shapes(model, shapes)
-    copy = None
+    maps: dict[int, ShapeMap] = {}
     declared = {name: dims for name, dims in _declared_inputs(model)}
     if any(declared[n] != s for n, s in inputs.items()):
         try:
-            copy = _concrete_copy(model, inputs)
+            maps = _concrete_maps(model, inputs)
         except Exception as exc:  # inference failures leave the model's own shapes in use
             notes.append(f"shape inference at the input shapes failed ({type(exc).__name__})")
-    counter = _Counter(_value_maps(model, copy), plan)
+    counter = _Counter(maps, plan)
     scopes = counter.scopes(model.graph, ())
     nodes, macs_by_op, params_by_op = [], {}, {}
     for index, node in enumerate(model.graph):
