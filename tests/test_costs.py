@@ -20,7 +20,7 @@ from graphprune.analysis import PrunePlan
 from graphprune.cli import main
 from graphprune.errors import UsageError
 from graphprune.ops import registered
-from graphprune.report.costs import count_costs
+from graphprune.report.costs import CostModel, count_costs
 from tests.oracle import random_selection
 
 HEADER = '<ir_version: 8, opset_import: ["" : 17, "com.microsoft" : 1]>'
@@ -351,3 +351,7 @@ def test_costs_of_a_plan_are_those_of_the_model_it_writes(seed):
     assert predicted.macs < result.before.macs
     assert (predicted.macs, predicted.params) == (result.after.macs, result.after.params)
     assert predicted.macs_by_op == result.after.macs_by_op
+    shared = CostModel(model, shapes)  # one shape inference, any number of plans
+    assert shared.costs() == result.before
+    assert shared.costs(PrunePlan(analysis, removed)) == predicted
+    assert shared.costs() == result.before

@@ -8,6 +8,7 @@ rule does not mention is blocked by the analysis, so a rule only ever has to sta
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -260,7 +261,7 @@ class Rule:
     @staticmethod
     def numel(shape: Sequence[int] | None) -> int:
         """Element count of a concrete shape (0 when unknown)."""
-        return 0 if shape is None else int(np.prod(shape, dtype=np.int64))
+        return 0 if shape is None else math.prod(int(d) for d in shape)  # exact, no overflow
 
     @staticmethod
     def blocked(node: ir.Node, reason: BlockReason, detail: str = "") -> Blocked:

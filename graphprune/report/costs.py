@@ -301,7 +301,8 @@ def _param_size(value: ir.Value, reader_computes: bool, dims: Dims) -> int:
 class _Counter:
     """Walks a model once for parameters; MACs per graph are cached (If compares branches)."""
 
-    def __init__(self, maps: dict[int, ShapeMap], plan: PlanView | None) -> None:
+    def __init__(self, maps: dict[int, ShapeMap], plan: PlanView | None,
+                 shapes: dict[int, tuple[int, ...] | None]) -> None:
         self.maps = maps
         self.plan = plan
         self.seen: set[int] = set()
@@ -309,7 +310,7 @@ class _Counter:
         self.graph_macs: dict[int, dict[str, int]] = {}
         self.unknown: dict[str, int] = {}  # op type -> nodes whose rule lacked a shape
         self.own_macs: dict[int, int] = {}  # node id -> its own MACs (subgraphs excluded)
-        self.shapes: dict[int, tuple[int, ...] | None] = {}  # value id -> concrete shape
+        self.shapes = shapes  # value id -> concrete shape (shared by the plans of one model)
 
     def dims_in(self, scopes: tuple[ShapeMap, ...]) -> Dims:
         """``dims`` for a graph whose copy's shapes (innermost scope first) are ``scopes``.
@@ -392,6 +393,49 @@ class _Counter:
         return total
 
 
+class CostModel:
+    """A model's concrete shapes, inferred once; its costs, or those of candidate plans.
+
+    Valid while the model is not rewritten (a plan is evaluated on the original graph).
+
+    Args:
+        model: The model (not changed).
+        shapes: Sizes of graph inputs by name, as ``--input-shape`` gives them.
+    """
+
+    def __init__(self, model: ir.Model, shapes: Shapes | None = None) -> None:
+        self.model = model
+        self.inputs, notes = input_shapes(model, shapes)
+        self.maps: dict[int, ShapeMap] = {}
+        declared = dict(_declared_inputs(model))
+        if any(declared[n] != s for n, s in self.inputs.items()):
+            try:
+                self.maps = _concrete_maps(model, self.inputs)
+            except Exception as exc:  # inference failures leave the model's own shapes in use
+                notes.append(f"shape inference at the input shapes failed ({type(exc).__name__})")
+        self.notes = tuple(notes)
+        self._shapes: dict[int, tuple[int, ...] | None] = {}
+
+    def costs(self, plan: PlanView | None = None) -> Costs:
+        """Costs of the model, or of the model with ``plan``'s channels removed."""
+        counter = _Counter(self.maps, plan, self._shapes)
+        scopes = counter.scopes(self.model.graph, ())
+        nodes, macs_by_op, params_by_op = [], {}, {}
+        for index, node in enumerate(self.model.graph):
+            by_op = counter.node_macs(node, scopes)
+            params = counter.node_params(node, scopes, params_by_op)
+            for op, macs in by_op.items():
+                if macs:
+                    macs_by_op[op] = macs_by_op.get(op, 0) + macs
+            cost = NodeCost(node.name or f"{node.op_type}_{index}", node.op_type, params,
+                            sum(by_op.values()))
+            if cost.params or cost.macs:
+                nodes.append(cost)
+        return Costs(sum(n.params for n in nodes), sum(macs_by_op.values()), macs_by_op,
+                     params_by_op, tuple(nodes), {k: list(v) for k, v in self.inputs.items()},
+                     self.notes + tuple(counter.notes) + counter.unknown_note())
+
+
 def count_costs(model: ir.Model, shapes: Shapes | None = None,
                 plan: PlanView | None = None) -> Costs:
     """Counts parameters and MACs of ``model`` at concrete input shapes (see module docstring).
@@ -400,32 +444,10 @@ def count_costs(model: ir.Model, shapes: Shapes | None = None,
         model: The model (not changed).
         shapes: Sizes of graph inputs by name, as ``--input-shape`` gives them.
         plan: A candidate pruning plan of ``model``: the costs the model would have with the
-            plan's channels removed, without rewriting it.
+            plan's channels removed, without rewriting it (see :class:`CostModel` to evaluate
+            many plans with one shape inference).
     """
-    inputs, notes = input_shapes(model, shapes)
-    maps: dict[int, ShapeMap] = {}
-    declared = {name: dims for name, dims in _declared_inputs(model)}
-    if any(declared[n] != s for n, s in inputs.items()):
-        try:
-            maps = _concrete_maps(model, inputs)
-        except Exception as exc:  # inference failures leave the model's own shapes in use
-            notes.append(f"shape inference at the input shapes failed ({type(exc).__name__})")
-    counter = _Counter(maps, plan)
-    scopes = counter.scopes(model.graph, ())
-    nodes, macs_by_op, params_by_op = [], {}, {}
-    for index, node in enumerate(model.graph):
-        by_op = counter.node_macs(node, scopes)
-        params = counter.node_params(node, scopes, params_by_op)
-        for op, macs in by_op.items():
-            if macs:
-                macs_by_op[op] = macs_by_op.get(op, 0) + macs
-        cost = NodeCost(node.name or f"{node.op_type}_{index}", node.op_type, params,
-                        sum(by_op.values()))
-        if cost.params or cost.macs:
-            nodes.append(cost)
-    return Costs(sum(n.params for n in nodes), sum(macs_by_op.values()), macs_by_op, params_by_op,
-                 tuple(nodes), {k: list(v) for k, v in inputs.items()},
-                 tuple(notes) + tuple(counter.notes) + counter.unknown_note())
+    return CostModel(model, shapes).costs(plan)
 
 
 def file_size(path: str | os.PathLike) -> int:
