@@ -196,6 +196,26 @@ def test_cost_only_rules_block_every_axis_they_touch():
             "QLinearConv"} <= cost_only
 
 
+def test_a_channel_rule_wins_over_a_cost_only_rule_whatever_the_import_order():
+    from graphprune.ops import registry
+    from graphprune.ops.base import Rule
+    from graphprune.ops.costs_only import CostOnlyRule
+
+    class Channels(Rule):
+        op_types = ("GraphpruneTestOp",)
+
+    class CostOnly(CostOnlyRule):
+        op_types = ("GraphpruneTestOp",)
+
+    try:
+        registry.register(CostOnly)
+        registry.register(Channels)
+        node = ir.Node("", "GraphpruneTestOp", [], version=1)
+        assert type(registry.lookup(node)) is Channels
+    finally:
+        registry._RULES.pop(("", "GraphpruneTestOp"), None)
+
+
 # --- parameters ---------------------------------------------------------------------------------
 
 
