@@ -303,6 +303,24 @@ def test_computing_nodes_with_unknown_shapes_are_noted():
     assert count_costs(m, {"x": (1, 3, 10)}).macs == 4 * 8 * 3 * 3
 
 
+def test_an_input_of_unknown_rank_takes_its_shape_from_input_shapes():
+    text = "g (float[2,3] a) => (float y) { y = MatMul(a, w) }"
+    proto = onnx.parser.parse_model(f"{HEADER}\n{text}")
+    proto.graph.initializer.append(numpy_helper.from_array(np.ones((3, 4), np.float32), "w"))
+    proto.graph.input[0].type.tensor_type.ClearField("shape")
+    m = infer_shapes(ir.from_proto(proto))
+    assert count_costs(m).notes[0] == "input 'a': rank unknown (give --input-shape)"
+    assert count_costs(m, {"a": (5, 3)}).macs == 5 * 4 * 3
+
+
+def test_loop_body_shapes_follow_a_symbolic_batch():
+    text = LOOP.format(trips="three").replace(
+        "cond = Constant", "three = Constant<value = int64 {3}>()\n  cond = Constant")
+    text = text.replace("float[2,4]", "float[N,4]")
+    costs = count_costs(build(text, w=(4, 4)), {"x": (6, 4)})
+    assert costs.macs_by_op == {"MatMul": 3 * 6 * 4 * 4}
+
+
 def test_shapes_propagate_through_shape_computations():
     text = """g (float[N,3,H,W] x) => (float[N,5] y) {
       c = Conv<pads=[1,1,1,1]>(x, w)
