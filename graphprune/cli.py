@@ -142,14 +142,14 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
             raise UsageError(f"{flag} must be in [0, 1), got {value}")
     check_output(output, model, force)
     settings = _settings(runs, warmup, threads, providers)
-    inputs = (load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
-              if bench else None)
+    shapes = parse_input_shapes(input_shapes)
+    inputs = load_inputs(model, shapes, data, samples, seed) if bench else None
     console = terminal_console()
     with progress_bar() as progress:
         with step(progress, "pruning"):
             result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
                                       exclude=exclude, seed=seed, debug=debug, heads=heads,
-                                      mlp=mlp, resize_io=resize_io)
+                                      mlp=mlp, resize_io=resize_io, input_shapes=shapes)
         with step(progress, "checking and writing the model"):
             save_model(result.model, output, check=_verify)
         measurement = None
@@ -187,12 +187,13 @@ def bench_command(models: tuple[Path, ...], input_shapes: tuple[str, ...], data:
     """Time MODELS interleaved in onnxruntime; fidelity of each to the first."""
     del debug
     settings = _settings(runs, warmup, threads, providers)
-    inputs = inputs_for_models(models, parse_input_shapes(input_shapes), data, samples, seed)
+    shapes = parse_input_shapes(input_shapes)
+    inputs = inputs_for_models(models, shapes, data, samples, seed)
     with progress_bar() as progress:
         with step(progress, "counting costs", len(models)) as advance:
             costs = []
             for path in models:
-                costs.append(count_costs(load_model(path)))
+                costs.append(count_costs(load_model(path), shapes))
                 advance()
         report = bench_report(costs, measure(models, inputs, settings, progress))
     if json_path is not None:
@@ -227,13 +228,14 @@ def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models
         raise UsageError(f"{out_dir}: no such folder")
     settings = _settings(runs, warmup, threads, providers)
     ratio_list = parse_ratios(ratios)
-    inputs = (load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
-              if bench else None)
+    shapes = parse_input_shapes(input_shapes)
+    inputs = load_inputs(model, shapes, data, samples, seed) if bench else None
     with progress_bar() as progress:
         report = sweep(model, ratio_list, out_dir, inputs, settings, keep_models=keep_models,
                        check=_verify, progress=progress,
                        prune_options={"criterion": criterion, "round_to": round_to,
-                                      "exclude": list(exclude), "seed": seed})
+                                      "exclude": list(exclude), "seed": seed,
+                                      "input_shapes": shapes})
         with step(progress, "writing the reports"):
             paths = write_sweep_reports(report, out_dir, model)
     console = terminal_console()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -91,6 +91,7 @@ def prune(
     heads: float | None = None,
     mlp: float | None = None,
     resize_io: Sequence[str] = (),
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
@@ -107,6 +108,8 @@ def prune(
         mlp: Share of channel and neuron groups removed (default ``ratio``).
         resize_io: fnmatch patterns of graph inputs/outputs that may change shape (KV caches);
             every change is listed in ``PruneResult.io``.
+        input_shapes: Sizes of symbolic input dims by input name (``--input-shape``); costs are
+            counted at these shapes (default: batch 1, image H and W 224).
     """
     ratios = {"heads": ratio if heads is None else heads,
               "channels": ratio if mlp is None else mlp}
@@ -117,7 +120,7 @@ def prune(
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
     model = _as_model(model)
     analysis = analyze_channels(model, exclude, resize_io)
-    before = count_costs(model)
+    before = count_costs(model, input_shapes)
     selected = removed is not None
     if removed is None:
         removed = _select(analysis, ratios, criterion, round_to, seed)
@@ -149,8 +152,8 @@ def prune(
     declared = {v.name: [d if isinstance(d, int) else str(d) for d in (v.shape or ())]
                 for v in (*model.graph.inputs, *model.graph.outputs)}
     ir.passes.Sequential(*passes)(model)
-    return PruneResult(model, analysis, groups, before, count_costs(model), masks, warnings, io,
-                       changed_shapes(io, declared))
+    return PruneResult(model, analysis, groups, before, count_costs(model, input_shapes), masks,
+                       warnings, io, changed_shapes(io, declared))
 
 
 def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:

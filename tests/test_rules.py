@@ -919,7 +919,8 @@ def test_every_registered_op_has_a_case():
     for spec, _ in CASES.values():
         proto = model(spec.text, constants=spec.constants, **spec.inits)
         covered |= {n.op_type for n in proto.graph.node}
-    missing = {op for domain, op, _ in registered() if domain == ""} - covered
+    channel_rules = {op for domain, op, r in registered() if domain == "" and not r.cost_only}
+    missing = channel_rules - covered  # cost-only rules block everything (tests/test_costs.py)
     assert not missing, sorted(missing)
 
 

@@ -4,6 +4,7 @@ from graphprune.ops import (  # noqa: F401
     attention,
     contrib,
     conv,
+    costs_only,
     einsum,
     elementwise,
     gather,

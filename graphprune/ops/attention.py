@@ -10,6 +10,9 @@ A head is removed whole: its Q, K and V columns, its output channels and one of 
 every channel of a head is coupled to the head's first channel. KV-cache inputs and outputs
 (``past``/``present``) block.
 
+MACs: Attention ``B*S*I*|qkv|`` projections + ``B*S*L*(Dq + Dv)`` (QK^T, PV);
+MultiHeadAttention ``B*S*L*(Dq + Dv)`` (its projections are separate MatMuls).
+
 ``SkipLayerNormalization`` and friends normalize the last axis (the residual stream), which
 stays whole; ``BiasGelu``/``FastGelu``/``Gelu``/``QuickGelu`` are elementwise with a bias along
 the last axis. ONNX has no schema for these ops, so output shapes are filled here.
@@ -25,6 +28,7 @@ import onnx_ir as ir
 from graphprune.analysis.blocked import Blocked, BlockReason
 from graphprune.ops.base import (
     Coupling,
+    Dims,
     PlanView,
     Rule,
     attr,
@@ -122,6 +126,17 @@ class AttentionRule(_HeadsRule):
                 found.append(mapped((y, 2), (bias, 0), c, part * d + c))
         return found
 
+    def macs(self, node: ir.Node, dims: Dims) -> int:
+        x, w, y = dims(node.inputs[0]), dims(node.inputs[1]), dims(node.outputs[0])
+        if x is None or w is None or y is None or len(x) != 3 or len(w) != 2:
+            return 0
+        batch, seq = x[0], x[1]
+        sizes = attr(node, "qkv_hidden_sizes", None)
+        dq = int(sizes[0]) if sizes else w[1] // 3
+        past = dims(node.inputs[4]) if len(node.inputs) > 4 else None
+        total = seq + (past[3] if past is not None and len(past) == 5 else 0)
+        return batch * seq * w[0] * w[1] + batch * seq * total * (dq + y[2])
+
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         super().rewrite(node, plan)
         new = plan.new_size(node.outputs[0], 2)
@@ -159,6 +174,23 @@ class MultiHeadAttentionRule(_HeadsRule):
         return [identity((q, 0), (y, 0)), identity((q, 1), (y, 1)), identity((k, 0), (y, 0)),
                 identity((v, 0), (y, 0)), identity((k, 1), (v, 1)), identity((q, 2), (k, 2)),
                 identity((v, 2), (y, 2)), identity((q, 2), (y, 2)), _head_closure(y, 2, hd, d)]
+
+    def macs(self, node: ir.Node, dims: Dims) -> int:
+        q, y = dims(node.inputs[0]), dims(node.outputs[0])
+        k = dims(node.inputs[1]) if len(node.inputs) > 1 else None
+        if q is None or y is None or len(y) != 3:
+            return 0
+        batch, seq = q[0], q[1]
+        dq = q[2] if len(q) == 3 else (q[2] * q[4] if len(q) == 5 else None)
+        if k is None:
+            length = seq
+        elif len(k) == 3:
+            length = k[1]
+        elif len(k) == 4:  # [B, N, L, H]: keys already split into heads
+            length = k[2]
+        else:
+            return 0
+        return 0 if dq is None else batch * seq * length * (dq + y[2])
 
     def refine_shapes(self, node: ir.Node) -> bool:
         q, v = node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else None

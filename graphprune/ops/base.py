@@ -8,7 +8,8 @@ rule does not mention is blocked by the analysis, so a rule only ever has to sta
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -17,6 +18,9 @@ import onnx_ir as ir
 from graphprune.analysis.blocked import Blocked, BlockReason
 
 AxisRef = tuple[ir.Value, int]
+Dims = Callable[[ir.Value | None], "tuple[int, ...] | None"]
+"""A value's concrete shape at the input shapes in use (None when unknown); see Rule.macs."""
+BodyMacs = Callable[[ir.Graph], int]
 STATIC_VALUE_KEY = "graphprune.static_value"
 
 
@@ -235,6 +239,7 @@ class Rule:
     domain: ClassVar[str] = ""
     since_version: ClassVar[int] = 1
     until_version: ClassVar[int | None] = None
+    cost_only: ClassVar[bool] = False  # declares MACs only; every channel axis it touches blocks
 
     def couplings(self, node: ir.Node) -> list[Coupling | Choice] | Blocked:
         raise NotImplementedError
@@ -247,6 +252,34 @@ class Rule:
         """Fills output dims that ONNX shape inference left unknown; True when it changed any."""
         del node
         return False
+
+    def macs(self, node: ir.Node, dims: Dims) -> int:
+        """Multiply-accumulates ``node`` computes at the concrete shapes ``dims`` gives (default 0).
+
+        ``dims(value)`` is the value's shape with every dim an int, or None when it is unknown; a
+        rule returns 0 when a shape it needs is None. Subgraph bodies are not counted here (see
+        :meth:`body_repeats`).
+        """
+        del node, dims
+        return 0
+
+    def body_repeats(self, node: ir.Node, dims: Dims, body_macs: BodyMacs
+                     ) -> tuple[dict[str, int], str]:
+        """How many times each subgraph attribute of ``node`` runs, and a note ("" when exact).
+
+        ``body_macs(graph)`` is the MACs of one run of a body. The default counts every body once
+        and says so; control-flow rules (If, Loop, Scan) override it.
+        """
+        del dims, body_macs
+        names = [n for n, a in node.attributes.items()
+                 if a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)]
+        note = f"{node.op_type} '{node.name}': each subgraph counted once" if names else ""
+        return dict.fromkeys(names, 1), note
+
+    @staticmethod
+    def numel(shape: Sequence[int] | None) -> int:
+        """Element count of a concrete shape (0 when unknown)."""
+        return 0 if shape is None else math.prod(int(d) for d in shape)  # exact, no overflow
 
     @staticmethod
     def blocked(node: ir.Node, reason: BlockReason, detail: str = "") -> Blocked:

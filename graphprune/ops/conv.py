@@ -20,7 +20,16 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.blocked import Blocked, BlockReason
-from graphprune.ops.base import Coupling, PlanView, Rule, attr, identity, mapped, static_shape
+from graphprune.ops.base import (
+    Coupling,
+    Dims,
+    PlanView,
+    Rule,
+    attr,
+    identity,
+    mapped,
+    static_shape,
+)
 from graphprune.ops.registry import register
 
 
@@ -31,6 +40,8 @@ class ConvRule(Rule):
     op_types = ("Conv",)
     full_axis = 0  # weight axis holding all channels of the full side
     full_is_output = True
+    data_index = 0  # input positions of X and W (QLinearConv stores W at 3)
+    weight_index = 1
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
         x, w = node.inputs[0], node.inputs[1]
@@ -61,6 +72,17 @@ class ConvRule(Rule):
             per_group = full_count // groups
             found.append(mapped((full_side, 1), (full_side, 1), full, full % per_group))
         return found
+
+    def macs(self, node: ir.Node, dims: Dims) -> int:
+        """``|Y| * (Ci/g) * prod(k)`` for Conv, ``|X| * (Co/g) * prod(k)`` for ConvTranspose.
+
+        Both are the full side's element count times the weight's elements per full channel.
+        """
+        w = dims(node.inputs[self.weight_index])
+        full = dims(node.outputs[0] if self.full_is_output else node.inputs[self.data_index])
+        if w is None or full is None:
+            return 0
+        return self.numel(full) * self.numel(w[1:])
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         groups = attr(node, "group", 1)

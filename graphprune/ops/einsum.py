@@ -4,14 +4,19 @@ Axes that share a letter are the same channels: a letter kept in the output coup
 operand axis carrying it to the output axis; a contracted letter couples the operand axes that
 carry it (a dot product, as in MatMul's K). Ellipses and letters repeated within one operand
 (diagonals) block.
+
+MACs: ``(n - 1) * prod(every index size)``, n operands (a single operand computes nothing).
 """
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.blocked import Blocked, BlockReason
-from graphprune.ops.base import AxisRef, Coupling, Rule, attr, identity, static_shape
+from graphprune.ops.base import AxisRef, Coupling, Dims, Rule, attr, identity, static_shape
 from graphprune.ops.registry import register
 
 
@@ -57,3 +62,31 @@ class EinsumRule(Rule):
             sized = [r for r in refs if static_shape(r[0])[r[1]] != 1]  # size 1 broadcasts
             found += [identity(sized[0], other) for other in sized[1:]]
         return found
+
+    def macs(self, node: ir.Node, dims: Dims) -> int:
+        terms, _ = _einsum_terms(attr(node, "equation", ""))
+        shapes = [dims(v) for v in node.inputs]
+        if len(terms) != len(shapes) or len(shapes) < 2 or any(s is None for s in shapes):
+            return 0
+        sizes: dict[str, int] = {}
+        ellipsis: list[tuple[int, ...]] = []
+        for term, shape in zip(terms, shapes, strict=True):
+            letters = re.findall(r"[A-Za-z]", term)
+            if "..." in term:
+                head = term.index("...")
+                before = len(re.findall(r"[A-Za-z]", term[:head]))
+                rank = len(shape) - len(letters)
+                ellipsis.append(tuple(shape[before:before + rank]))
+                shape = shape[:before] + shape[before + rank:]
+            if len(shape) != len(letters):
+                return 0
+            for letter, size in zip(letters, shape, strict=True):
+                sizes[letter] = max(sizes.get(letter, 1), size)
+        broadcast = np.broadcast_shapes(*ellipsis) if ellipsis else ()
+        product = self.numel(tuple(sizes.values())) * self.numel(broadcast)
+        return (len(shapes) - 1) * product
+
+
+def _einsum_terms(equation: str) -> tuple[list[str], str | None]:
+    lhs, _, rhs = equation.replace(" ", "").partition("->")
+    return lhs.split(","), (rhs if "->" in equation else None)

@@ -9,10 +9,19 @@ last axis; the ``M`` axis of A is the output's second-to-last axis.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.blocked import Blocked, BlockReason
-from graphprune.ops.base import Coupling, Rule, attr, broadcast_couplings, identity, static_shape
+from graphprune.ops.base import (
+    Coupling,
+    Dims,
+    Rule,
+    attr,
+    broadcast_couplings,
+    identity,
+    static_shape,
+)
 from graphprune.ops.registry import register
 
 
@@ -42,12 +51,21 @@ class GemmRule(Rule):
             found.extend(bias)
         return found
 
+    def macs(self, node: ir.Node, dims: Dims) -> int:
+        """``M * N * K``: the output's elements times the contracted length."""
+        a, y = dims(node.inputs[0]), dims(node.outputs[0])
+        if a is None or y is None or len(a) != 2:
+            return 0
+        return self.numel(y) * a[0 if attr(node, "transA", 0) else 1]
+
 
 @register
 class MatMulRule(Rule):
     """MatMul of rank >= 2 operands (1-D operands block)."""
 
     op_types = ("MatMul",)
+    a_index = 0  # input positions of A and B (QLinearMatMul stores B at 3)
+    b_index = 1
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
         a, b = node.inputs
@@ -69,3 +87,22 @@ class MatMulRule(Rule):
                 if not (shape[axis] == 1 and sy[axis + shift] != 1):
                     found.append(identity((value, axis), (y, axis + shift)))
         return found
+
+    def macs(self, node: ir.Node, dims: Dims) -> int:
+        """``batch * M * N * K`` from the operands alone (a 1-D A has no M, a 1-D B no N).
+
+        Read from the inputs, so contrib variants without an ONNX shape schema count too.
+        """
+        a, b = dims(node.inputs[self.a_index]), dims(node.inputs[self.b_index])
+        if not a or not b:
+            return 0
+        a, b = (a if len(a) > 1 else (1, *a)), (b if len(b) > 1 else (*b, 1))
+        if attr(node, "transA", 0):
+            a = (*a[:-2], a[-1], a[-2])
+        if attr(node, "transB", 0):
+            b = (*b[:-2], b[-1], b[-2])
+        try:
+            batch = np.broadcast_shapes(a[:-2], b[:-2])
+        except ValueError:
+            return 0
+        return self.numel(batch) * a[-2] * a[-1] * b[-1]

@@ -13,7 +13,9 @@ def register(rule_class: type[Rule]) -> type[Rule]:
     """Class decorator: registers one instance of ``rule_class`` for each of its op types."""
     rule = rule_class()
     for op_type in rule_class.op_types:
-        _RULES.setdefault((rule_class.domain, op_type), []).append(rule)
+        rules = _RULES.setdefault((rule_class.domain, op_type), [])
+        rules.append(rule)
+        rules.sort(key=lambda r: r.cost_only)  # stable: a channel rule wins over a cost-only one
     return rule_class
 
 

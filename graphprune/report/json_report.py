@@ -1,7 +1,8 @@
 """The JSON reports: prune (beside the pruned model), bench, and sweep.
 
 The prune report's ``before`` and ``after`` hold parameters, MACs (total, per op type, per node),
-file size and latency per execution provider; ``fidelity`` compares the outputs of the pruned
+the input ``shapes`` the MACs were counted at and ``notes`` on inexact counts, file size and
+latency per execution provider; ``fidelity`` compares the outputs of the pruned
 model with the original's on the same inputs; ``environment`` says what it was measured on.
 """
 

@@ -71,6 +71,14 @@ def print_warnings(warnings: Sequence[dict], console: Console) -> None:
         print_line(f"warning: {warning['message']}", console, style="bold yellow")
 
 
+def shapes_line(costs: dict) -> str:
+    """``MACs counted at input=1x3x224x224`` and the counting notes, from a costs entry."""
+    shapes = ", ".join(f"{name}={'x'.join(map(str, dims))}"
+                       for name, dims in costs.get("shapes", {}).items())
+    notes = "".join(f"; {note}" for note in costs.get("notes", []))
+    return f"MACs counted at {shapes or 'the static shapes'}{notes}"
+
+
 def print_summary(report: dict, console: Console) -> None:
     """Groups (largest first, at most 25 rows), before/after totals, latency and fidelity."""
     table = _table("Channel groups", "group", "tensors", "channels")
@@ -87,6 +95,7 @@ def print_summary(report: dict, console: Console) -> None:
     for row in summary_rows(report["before"], report["after"]):
         _row(totals, *row)
     console.print(totals)
+    print_line(shapes_line(report["before"]), console)
     fidelity = fidelity_rows(report.get("fidelity"))
     if fidelity:
         fid = _table("Fidelity (pruned vs original, worst output)", "metric", "value")
@@ -114,6 +123,8 @@ def print_bench(report: dict, console: Console) -> None:
              human_bytes(model["file_size"]), *latency, number(fidelity.get("rel_l2")),
              number(fidelity.get("cosine"), 6), "-" if top1 is None else f"{top1:.1%}")
     console.print(table)
+    for model in models:
+        print_line(f"{model['path']}: {shapes_line(model)}", console)
     print_line(f"measured on {environment_line(report['environment'])}", console)
 
 
