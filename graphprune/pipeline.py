@@ -23,7 +23,7 @@ from graphprune.passes import (
     UpdateValueShapesPass,
 )
 from graphprune.report.costs import Costs, count_costs
-from graphprune.verify.resized_io import changed_shapes
+from graphprune.verify.resized_io import changed_shapes, resized_shapes
 
 Masks = dict[str, list[tuple[int, np.ndarray]]]
 
@@ -152,8 +152,9 @@ def prune(
     declared = {v.name: [d if isinstance(d, int) else str(d) for d in (v.shape or ())]
                 for v in (*model.graph.inputs, *model.graph.outputs)}
     ir.passes.Sequential(*passes)(model)
-    return PruneResult(model, analysis, groups, before, count_costs(model, input_shapes), masks,
-                       warnings, io, changed_shapes(io, declared))
+    after = count_costs(model, resized_shapes(input_shapes, io))
+    return PruneResult(model, analysis, groups, before, after, masks, warnings, io,
+                       changed_shapes(io, declared))
 
 
 def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:

@@ -31,6 +31,21 @@ def sliced_outputs(outputs: Sequence[np.ndarray], names: Sequence[str], io: Cuts
     return [_take(a, io[n]) if n in io else a for a, n in zip(outputs, names, strict=True)]
 
 
+def resized_shapes(shapes: Mapping[str, tuple[int, ...]] | None, io: Cuts
+                   ) -> dict[str, tuple[int, ...]] | None:
+    """``--input-shape`` sizes as the pruned model's resized inputs have them."""
+    if not shapes:
+        return shapes
+    found = dict(shapes)
+    for name, cuts in io.items():
+        if name in found:
+            dims = list(found[name])
+            for axis, kept in cuts:
+                dims[axis] = len(kept)
+            found[name] = tuple(dims)
+    return found
+
+
 def changed_shapes(io: Cuts, shapes: Mapping[str, Sequence]) -> list[dict]:
     """One entry per resized input/output: its name, axes, and declared shape before/after."""
     found = []
