@@ -190,7 +190,7 @@ def test_cost_only_rules_block_every_axis_they_touch():
     m, _ = _recurrent("LSTM", 4, 1)
     analysis = graphprune.analyze(m)
     reasons = {(b.op_type, b.reason, b.detail) for b in analysis.blocked}
-    assert ("LSTM", BlockReason.UNKNOWN_OP, "no channel rule; cost only") in reasons
+    assert ("LSTM", BlockReason.UNKNOWN_OP, "no channel rule for LSTM; cost only") in reasons
     cost_only = {op for _, op, rule in registered() if rule.cost_only}
     assert {"LSTM", "GRU", "RNN", "If", "Loop", "Scan"} <= cost_only
 

@@ -259,17 +259,22 @@ def test_qdq_model_prunes_with_its_scales(tmp_path, per_channel):
         assert after[f"{weight}_zero_point"][0] == after[f"{weight}_quantized"][0]
 
 
-def test_qoperator_model_is_blocked_with_a_reason(tmp_path):
-    proto = _quantize(tmp_path, "QOperator", True)
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+def test_qoperator_model_prunes_with_its_scales(tmp_path, per_channel):
+    proto = _quantize(tmp_path, "QOperator", per_channel)
     assert "QLinearConv" in {n.op_type for n in proto.graph.node}
-    analysis = graphprune.analyze(ir.from_proto(proto))
-    assert not analysis.groups
-    reasons = {(b.op_type, b.reason) for b in analysis.blocked}
-    assert ("QLinearConv", BlockReason.UNKNOWN_OP) in reasons
-    result = prune_proto(proto, ratio=0.5)
-    assert_mask_equivalent(proto, result, feeds_for(proto, {"input": SHAPE}))
-    before = {t.name: t.raw_data for t in proto.graph.initializer}
-    assert {t.name: t.raw_data for t in ir.to_proto(result.model).graph.initializer} == before
+    feeds = feeds_for(proto, {"input": SHAPE})
+    check_random_selections(proto, seeds=(0, 1), feeds=feeds)
+    result = prune_proto(proto, ratio=0.5, round_to=1)  # check_prunes minus MACs (not counted)
+    assert_mask_equivalent(proto, result, feeds)
+    assert len(result.analysis.groups) == MIX_GROUPS
+    assert blocked_reasons(result.analysis) == {BlockReason.GRAPH_IO}
+    before = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    after = {t.name: tuple(t.dims) for t in ir.to_proto(result.model).graph.initializer}
+    weight = "pw.weight"
+    assert after[f"{weight}_quantized"][0] < before[f"{weight}_quantized"][0]
+    if per_channel:
+        assert after[f"{weight}_scale"][0] == after[f"{weight}_quantized"][0]
 
 
 # --- hand-written graphs ---------------------------------------------------------------------
@@ -396,7 +401,7 @@ g (float[N,3,8,8] x) => (float[N,4,8,8] y) {
   c1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
   r1 = Relu (c1)
   c2 = Conv <pads=[1,1,1,1]> (r1, w2, b2)
-  g2 = com.microsoft.Gelu (c2)
+  g2 = com.microsoft.FusedMatMul <alpha=0.5> (c2, c2)
   y = Conv <pads=[1,1,1,1]> (g2, w3, b3)
 }"""
     proto = _parse(text, w1=(8, 3, 3, 3), b1=(8,), w2=(8, 8, 3, 3), b2=(8,), w3=(4, 8, 3, 3),

@@ -856,11 +856,7 @@ case("qdq-per-channel-weights", chain(
     ws=f32(*np.linspace(0.002, 0.004, 8)), wz=np.arange(-4, 4).astype(np.int8),
     bq=np.arange(-40, 40, 10).astype(np.int32), bs=f32(*np.linspace(1e-4, 2e-4, 8))),
      shrink=("a", "c", "h"))
-case("block-QuantizeLinear-per-channel", chain_after_prunable(
-    """wq = QuantizeLinear <axis=0> (wf, ws, wz)
-  wd = DequantizeLinear <axis=0> (wq, ws, wz)
-  h = Conv <pads=[1,1,1,1]> (a, wd)""", wf=(8, 8, 3, 3), ws=f32(*np.linspace(0.01, 0.02, 8)),
-    wz=np.zeros(8, np.int8)), block=BlockReason.UNSUPPORTED_ATTRIBUTE, shrink=("zr",))
+# integer and per-channel quantization: tests/test_quant_rules.py
 
 # onnxruntime's offline optimizer: com.microsoft FusedConv (with a sum input) and FusedGemm.
 _fused_text, _fused_inits = chain(
@@ -915,8 +911,10 @@ def test_rule_case(spec: Case):
 
 
 def test_every_registered_op_has_a_case():
+    from tests.test_quant_rules import QUANT_CASES
+
     covered = set()
-    for spec, _ in CASES.values():
+    for spec in [c for c, _ in CASES.values()] + list(QUANT_CASES.values()):
         proto = model(spec.text, constants=spec.constants, **spec.inits)
         covered |= {n.op_type for n in proto.graph.node}
     channel_rules = {op for domain, op, r in registered() if domain == "" and not r.cost_only}

@@ -12,6 +12,7 @@ from graphprune.ops import (  # noqa: F401
     linear,
     normalization,
     quantize,
+    quantize_contrib,
     repeat,
     shape_of,
     spatial,

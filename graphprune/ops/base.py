@@ -281,6 +281,15 @@ class Rule:
         """Element count of a concrete shape (0 when unknown)."""
         return 0 if shape is None else math.prod(int(d) for d in shape)  # exact, no overflow
 
+    def masked_values(self, node: ir.Node) -> dict[int, np.ndarray | None]:
+        """What removed entries of constant inputs become in the masked original, if not 0.
+
+        Input index -> the value standing for zero, broadcastable to that input (a quantized
+        weight's zero point), or None to leave the entries as they are (scales, zero points).
+        """
+        del node
+        return {}
+
     @staticmethod
     def blocked(node: ir.Node, reason: BlockReason, detail: str = "") -> Blocked:
         return Blocked(reason, node.name or "", node.op_type, detail)

@@ -40,12 +40,14 @@ class ConvRule(Rule):
     op_types = ("Conv",)
     full_axis = 0  # weight axis holding all channels of the full side
     full_is_output = True
-    data_index = 0  # input positions of X and W (QLinearConv stores W at 3)
+    data_index = 0  # input positions of X, W and the per-output-channel bias (None: no bias)
     weight_index = 1
+    bias_index: int | None = 2
+    per_output_channel_params: tuple[int, ...] = ()  # 1-D inputs along Co (else per tensor)
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
-        x, w = node.inputs[0], node.inputs[1]
-        b = node.inputs[2] if len(node.inputs) > 2 else None
+        x, w = node.inputs[self.data_index], node.inputs[self.weight_index]
+        b = self._input(node, self.bias_index)
         y = node.outputs[0]
         xs, ws, ys = static_shape(x), static_shape(w), static_shape(y)
         if xs is None or ws is None or ys is None:
@@ -71,6 +73,26 @@ class ConvRule(Rule):
             full = np.arange(full_count)
             per_group = full_count // groups
             found.append(mapped((full_side, 1), (full_side, 1), full, full % per_group))
+        return self._with_channel_params(node, found, y, ys[1])
+
+    @staticmethod
+    def _input(node: ir.Node, index: int | None) -> ir.Value | None:
+        return node.inputs[index] if index is not None and index < len(node.inputs) else None
+
+    def _with_channel_params(self, node: ir.Node, found: list[Coupling], y: ir.Value,
+                             count: int | None) -> list[Coupling] | Blocked:
+        """Couples each 1-D per-output-channel parameter of ``count`` entries to Y's axis 1."""
+        for index in self.per_output_channel_params:
+            param = self._input(node, index)
+            shape = static_shape(param) if param is not None else ()
+            if shape is None:
+                return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "parameter rank unknown")
+            if shape in ((), (1,)) and count != 1:
+                continue  # per tensor: shared by every channel
+            if shape != (count,):
+                detail = f"input {index} is neither per tensor nor per output channel"
+                return self.blocked(node, BlockReason.UNSUPPORTED_ATTRIBUTE, detail)
+            found.append(identity((param, 0), (y, 1)))
         return found
 
     def macs(self, node: ir.Node, dims: Dims) -> int:
@@ -88,8 +110,8 @@ class ConvRule(Rule):
         groups = attr(node, "group", 1)
         if groups == 1:
             return
-        pg_side = node.inputs[0] if self.full_is_output else node.outputs[0]
-        w = node.inputs[1]
+        pg_side = node.inputs[self.data_index] if self.full_is_output else node.outputs[0]
+        w = node.inputs[self.weight_index]
         side = plan.new_size(pg_side, 1)
         per_group = plan.new_size(w, 1 - self.full_axis)
         new_groups = side // per_group

@@ -17,7 +17,6 @@ import onnx_ir as ir
 
 from graphprune.analysis.blocked import Blocked, BlockReason
 from graphprune.ops.base import BodyMacs, Dims, Rule, attr, known_array
-from graphprune.ops.conv import ConvRule
 from graphprune.ops.linear import MatMulRule
 from graphprune.ops.registry import register
 
@@ -31,7 +30,9 @@ class CostOnlyRule(Rule):
     cost_only = True
 
     def couplings(self, node: ir.Node) -> Blocked:
-        return self.blocked(node, BlockReason.UNKNOWN_OP, "no channel rule; cost only")
+        domain = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
+        detail = f"no channel rule for {domain}{node.op_type}; cost only"
+        return self.blocked(node, BlockReason.UNKNOWN_OP, detail)
 
 
 @register
@@ -140,36 +141,3 @@ class ScanCostRule(CostOnlyRule):
         if first is None or not -len(first) <= axis < len(first):
             return {"body": 1}, f"Scan '{node.name}': scan length unknown, one iteration counted"
         return {"body": first[axis]}, ""
-
-
-# --- quantized ops: replaced by their channel rules (ops/quantize.py) at merge -----------------
-
-
-@register
-class ConvIntegerCostRule(CostOnlyRule, ConvRule):
-    """ConvInteger: ``X, W, x_zp, w_zp`` (Conv's positions)."""
-
-    op_types = ("ConvInteger",)
-
-
-@register
-class QLinearConvCostRule(CostOnlyRule, ConvRule):
-    """QLinearConv: ``X, x_scale, x_zp, W, ...``."""
-
-    op_types = ("QLinearConv",)
-    weight_index = 3
-
-
-@register
-class MatMulIntegerCostRule(CostOnlyRule, MatMulRule):
-    """MatMulInteger: ``A, B, a_zp, b_zp`` (MatMul's positions)."""
-
-    op_types = ("MatMulInteger",)
-
-
-@register
-class QLinearMatMulCostRule(CostOnlyRule, MatMulRule):
-    """QLinearMatMul: ``A, a_scale, a_zp, B, ...``."""
-
-    op_types = ("QLinearMatMul",)
-    b_index = 3

@@ -2,7 +2,8 @@
 
 ``Y.shape = data.shape[:axis] + indices.shape + data.shape[axis+1:]``. Every axis of ``data``
 but ``axis`` passes to its place in Y (an embedding table's feature axis is Y's last axis), and
-every axis of ``indices`` to its place; the gathered axis of ``data`` stays whole.
+every axis of run-time ``indices`` to its place; the gathered axis of ``data`` stays whole, and
+so do the axes picked by constant indices (positions, not channels).
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from graphprune.analysis.blocked import Blocked, BlockReason
-from graphprune.ops.base import Coupling, Rule, attr, identity, normalize_axis, static_shape
+from graphprune.ops.base import (
+    Coupling,
+    Rule,
+    attr,
+    identity,
+    is_constant,
+    normalize_axis,
+    static_shape,
+)
 from graphprune.ops.registry import register
 
 
@@ -28,5 +37,6 @@ class GatherRule(Rule):
         axis = normalize_axis(attr(node, "axis", 0), len(ds))
         found = [identity((data, a), (y, a if a < axis else a + len(ins) - 1))
                  for a in range(len(ds)) if a != axis]
-        found += [identity((indices, j), (y, axis + j)) for j in range(len(ins))]
+        if not is_constant(indices):  # constant indices pick positions: no channels of theirs
+            found += [identity((indices, j), (y, axis + j)) for j in range(len(ins))]
         return found

@@ -30,10 +30,13 @@ class GemmRule(Rule):
     """Gemm with optional transposes and a broadcast bias C."""
 
     op_types = ("Gemm",)
+    a_index = 0  # input positions of A, B and the bias C
+    b_index = 1
+    c_index = 2
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
-        a, b = node.inputs[0], node.inputs[1]
-        c = node.inputs[2] if len(node.inputs) > 2 else None
+        a, b = node.inputs[self.a_index], node.inputs[self.b_index]
+        c = node.inputs[self.c_index] if len(node.inputs) > self.c_index else None
         y = node.outputs[0]
         if static_shape(a) is None or static_shape(b) is None or static_shape(y) is None:
             return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "gemm shapes unknown")
@@ -53,7 +56,7 @@ class GemmRule(Rule):
 
     def macs(self, node: ir.Node, dims: Dims) -> int:
         """``M * N * K``: the output's elements times the contracted length."""
-        a, y = dims(node.inputs[0]), dims(node.outputs[0])
+        a, y = dims(node.inputs[self.a_index]), dims(node.outputs[0])
         if a is None or y is None or len(a) != 2:
             return 0
         return self.numel(y) * a[0 if attr(node, "transA", 0) else 1]
@@ -68,7 +71,7 @@ class MatMulRule(Rule):
     b_index = 1
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
-        a, b = node.inputs
+        a, b = node.inputs[self.a_index], node.inputs[self.b_index]
         y = node.outputs[0]
         sa, sb, sy = static_shape(a), static_shape(b), static_shape(y)
         if sa is None or sb is None or sy is None:
