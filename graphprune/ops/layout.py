@@ -29,6 +29,7 @@ from graphprune.ops.base import (
     mapped,
     normalize_axis,
     opset_of,
+    private_producer,
     replace_constant_input,
     static_shape,
     symbolic_shape,
@@ -458,5 +459,7 @@ class ReshapeRule(Rule):
                 if new_out != ys[axis] or (copies_input and plan.new_size(x, axis) != xs[axis]):
                     new[k] = new_out
             if not np.array_equal(new, array):
+                if owner is not node:  # a Concat-built target: edit this Reshape's own copy
+                    owner = private_producer(node, 1)
                 replace_constant_input(owner, index, new.astype(array.dtype))
             offset += length
