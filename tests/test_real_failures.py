@@ -11,7 +11,7 @@ import onnx
 import onnx_ir as ir
 
 import graphprune
-from tests.oracle import check_random_selections, feeds_for
+from tests.oracle import assert_mask_equivalent, check_random_selections, feeds_for
 from tests.test_rules import header, model
 
 
@@ -64,3 +64,29 @@ def test_shared_constant_target_is_copied_per_reshape():
     """The same block with a constant target (one initializer read by three reshapes)."""
     proto = attention("", t=np.array([0, 0, -1, 4], np.int64))
     check_random_selections(proto, seeds=(0, 1, 2, 3), feeds=attention_feeds(proto))
+
+
+def test_reshape_zero_with_unknown_input_rank_is_not_a_literal_zero():
+    """``Reshape(r, [0, -1])`` after a reshape of unknown rank: dim 0 is unknown, not 0.
+
+    Writing 0 into the value's shape made the full checker reject the untouched model (the Add
+    with a ``[2, 60]`` bias then broadcasts 0 against 2).
+    """
+    text = f"""{header(17)}
+g (float[N,3,H,W] x, int64[S] s, float[2,60] b) => (float[2,60] z, float[N,4,H,W] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1)
+  ar = Relu (a)
+  y = Conv <pads=[1,1,1,1]> (ar, w2)
+  r = Reshape (x, s)
+  t = Constant <value = int64[2] {{0, -1}}> ()
+  u = Reshape (r, t)
+  z = Add (u, b)
+}}"""
+    proto = model(text, w1=(8, 3, 3, 3), w2=(4, 8, 3, 3))
+    result = graphprune.prune(ir.from_proto(proto), 0.5, round_to=1)
+    assert result.masks  # the convs still prune
+    u = next(n for n in result.model.graph if n.name == "u").outputs[0]
+    assert u.shape is None or not isinstance(u.shape[0], int) or u.shape[0] != 0
+    feeds = feeds_for(proto, {"x": (2, 3, 4, 5), "s": (2,)})
+    feeds["s"] = np.array([2, 60], np.int64)
+    assert_mask_equivalent(proto, result, feeds)

@@ -391,9 +391,9 @@ def _target_dims(node: ir.Node) -> list[int | str | None] | None:
             dims.append(_dim_read_from_shape(owner.inputs[index]))
         else:
             dims += [None] * length
-    xs = symbolic_shape(node.inputs[0]) or ()
-    if not attr(node, "allowzero", 0):
-        dims = [xs[k] if d == 0 and k < len(xs) else d for k, d in enumerate(dims)]
+    if not attr(node, "allowzero", 0):  # 0 copies the input's dim (unknown with its rank)
+        xs = symbolic_shape(node.inputs[0]) or ()
+        dims = [(xs[k] if k < len(xs) else None) if d == 0 else d for k, d in enumerate(dims)]
     return [None if d == -1 else d for d in dims]
 
 
@@ -443,7 +443,7 @@ class ReshapeRule(Rule):
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        xs, ys = static_shape(x), _resolve_one_unknown(symbolic_shape(x), symbolic_shape(y))
+        ys = _resolve_one_unknown(symbolic_shape(x), symbolic_shape(y)) or static_shape(y)
         offset = 0
         for owner, index, array, length in _shape_pieces(node):
             if array is None:
@@ -453,11 +453,11 @@ class ReshapeRule(Rule):
             for k in range(length):
                 axis = offset + k
                 new_out = plan.new_size(y, axis)
-                if new[k] == -1:
-                    continue
+                if new[k] == -1 or new_out is None or new_out == ys[axis]:
+                    continue  # -1 is computed; an unknown or unchanged size stays as it is
                 copies_input = new[k] == 0 and not attr(node, "allowzero", 0)
-                if new_out != ys[axis] or (copies_input and plan.new_size(x, axis) != xs[axis]):
-                    new[k] = new_out
+                if not copies_input or plan.new_size(x, axis) != new_out:
+                    new[k] = new_out  # (a 0 still right when it copies the pruned input dim)
             if not np.array_equal(new, array):
                 if owner is not node:  # a Concat-built target: edit this Reshape's own copy
                     owner = private_producer(node, 1)
