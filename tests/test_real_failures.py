@@ -90,3 +90,27 @@ g (float[N,3,H,W] x, int64[S] s, float[2,60] b) => (float[2,60] z, float[N,4,H,W
     feeds = feeds_for(proto, {"x": (2, 3, 4, 5), "s": (2,)})
     feeds["s"] = np.array([2, 60], np.int64)
     assert_mask_equivalent(proto, result, feeds)
+
+
+def test_negative_batch_dim_is_dynamic_not_a_size():
+    """paddle2onnx writes a dynamic batch as ``dim_value: -1``; it must not size an axis -1.
+
+    Read as a size, every batch axis got -1 elements, the element ids of the analysis overlapped
+    and nearly every channel came out blocked (one group left in the PP-OCR classifier).
+    """
+    text = f"""{header(17)}
+g (float[N,3,H,W] x) => (float[N,4,H,W] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  ar = Relu (a)
+  c = Conv <pads=[1,1,1,1]> (ar, w2, b2)
+  cr = Relu (c)
+  y = Conv <pads=[1,1,1,1]> (cr, w3)
+}}"""
+    proto = model(text, w1=(8, 3, 3, 3), b1=(8,), w2=(6, 8, 3, 3), b2=(6,), w3=(4, 6, 3, 3))
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = -1
+    onnx.checker.check_model(proto, full_check=True)
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    assert all(entry.size >= 1 for entry in analysis.table.axes)
+    assert len(analysis.groups) == 2
+    check_random_selections(proto, feeds=feeds_for(proto, {"x": (2, 3, 5, 6)}))

@@ -173,6 +173,7 @@ def infer_shapes(model: ir.Model) -> ir.Model:
     """
     from graphprune.ops import lookup
 
+    _forget_negative_dims(model.graph)
     for node in model.graph:
         if _has_unknown_dims(node):
             _infer_node(node)
@@ -181,3 +182,15 @@ def infer_shapes(model: ir.Model) -> ir.Model:
                 rule.refine_shapes(node)
         _annotate_node(node)
     return model
+
+
+def _forget_negative_dims(graph: ir.Graph) -> None:
+    """A negative dim (``dim_value: -1``, as paddle2onnx writes a dynamic batch) is unknown.
+
+    Read as a size it would give an axis a negative length; onnxruntime treats it as dynamic.
+    """
+    values = [*graph.inputs, *(v for node in graph for v in node.outputs)]
+    for value in values:
+        shape = value.shape
+        if shape is not None and any(isinstance(d, int) and d < 0 for d in shape):
+            value.shape = ir.Shape([None if isinstance(d, int) and d < 0 else d for d in shape])
