@@ -11,6 +11,7 @@ import onnx
 import onnx_ir as ir
 
 import graphprune
+from graphprune import cli
 from tests.oracle import assert_mask_equivalent, check_random_selections, feeds_for
 from tests.test_rules import header, model
 
@@ -114,3 +115,49 @@ g (float[N,3,H,W] x) => (float[N,4,H,W] y) {{
     assert all(entry.size >= 1 for entry in analysis.table.axes)
     assert len(analysis.groups) == 2
     check_random_selections(proto, feeds=feeds_for(proto, {"x": (2, 3, 5, 6)}))
+
+
+def _unsorted(text: str, **inits) -> onnx.ModelProto:
+    """``model(text)`` with its nodes written in reverse order (onnxruntime still runs it)."""
+    proto = model(text, **inits)
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(reversed(nodes))
+    return proto
+
+
+UNSORTED = f"""{header(17)}
+g (float[1,3,6,6] x) => (float[1,4,6,6] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  ar = Relu (a)
+  y = Conv <pads=[1,1,1,1]> (ar, w2)
+}}"""
+UNSORTED_INITS = {"w1": (8, 3, 3, 3), "b1": (8,), "w2": (4, 8, 3, 3)}
+
+
+def test_unsorted_nodes_are_sorted_on_load_and_in_the_output(tmp_path):
+    proto = _unsorted(UNSORTED, **UNSORTED_INITS)
+    path, out = tmp_path / "unsorted.onnx", tmp_path / "pruned.onnx"
+    onnx.save(proto, path)
+    code = cli.main([str(path), "-o", str(out), "--ratio", "0.5", "--round-to", "1",
+                     "--no-bench"])
+    assert code == 0
+    pruned = onnx.load(out)
+    onnx.checker.check_model(pruned, full_check=True)  # sorted: the checker requires it
+    assert {t.name: t.dims[0] for t in pruned.graph.initializer}["w1"] < 8
+    result = graphprune.prune(ir.from_proto(proto), 0.5, round_to=1)
+    assert_mask_equivalent(proto, result, feeds_for(proto))
+
+
+def test_a_cycle_is_refused_with_the_checker_reason(tmp_path, capsys):
+    text = f"""{header(17)}
+g (float[1,3,6,6] x) => (float[1,3,6,6] y) {{
+  a = Add (x, b)
+  b = Relu (a)
+  y = Identity (b)
+}}"""
+    proto = onnx.parser.parse_model(text)
+    path = tmp_path / "cycle.onnx"
+    onnx.save(proto, path)
+    assert cli.main([str(path), "-o", str(tmp_path / "out.onnx"), "--no-bench"]) == 2
+    assert "topologically sorted" in capsys.readouterr().err
