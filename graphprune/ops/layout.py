@@ -151,7 +151,12 @@ class SliceRule(Rule):
         x, y = node.inputs[0], node.outputs[0]
         params = self._params(node, len(xs))
         if params is None:
-            return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "slice bounds not constant")
+            sliced = self._constant_axes(node, len(xs))
+            if sliced is None:
+                detail = "slice bounds not constant"
+                return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, detail)
+            # bounds computed at run time (a crop to another tensor's size): the other axes pass
+            return [identity((x, a), (y, a)) for a in range(len(xs)) if a not in sliced]
         found = []
         for axis in range(len(xs)):
             if axis not in params:
@@ -168,10 +173,34 @@ class SliceRule(Rule):
             found.append(mapped((x, axis), (y, axis), start + np.arange(n), np.arange(n)))
         return found
 
+    @staticmethod
+    def _constant_axes(node: ir.Node, rank: int) -> set[int] | None:
+        """The sliced axes when ``axes`` is constant (opset >= 10) though the bounds are not."""
+        if opset_of(node) < 10 or len(node.inputs) < 4 or node.inputs[3] is None:
+            return None
+        axes = known_array(node.inputs[3])
+        return None if axes is None else {normalize_axis(int(a), rank) for a in np.ravel(axes)}
+
+    def refine_shapes(self, node: ir.Node) -> bool:
+        """Axes a Slice with run-time bounds does not slice keep the input's dims."""
+        x, y = node.inputs[0], node.outputs[0]
+        xs, ys = symbolic_shape(x), symbolic_shape(y)
+        sliced = None if xs is None else self._constant_axes(node, len(xs))
+        if sliced is None or (ys is not None and len(ys) != len(xs)):
+            return False
+        ys = ys or (None,) * len(xs)
+        dims = [xs[a] if a not in sliced and xs[a] is not None else ys[a] for a in range(len(xs))]
+        if tuple(dims) == ys:
+            return False
+        y.shape = ir.Shape(dims)
+        return True
+
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         x, y = node.inputs[0], node.outputs[0]
         xs = static_shape(x)
         params = self._params(node, len(xs))
+        if params is None:
+            return  # run-time bounds: only unsliced axes were coupled, nothing to restate
         changed = {}
         for axis, (start, _, _) in params.items():
             kept = plan.kept(x, axis)
@@ -313,16 +342,18 @@ class FlattenRule(Rule):
         )
 
 
-def _shape_pieces(node: ir.Node) -> list[tuple[ir.Node, int, np.ndarray | None, int]] | None:
-    """Where each entry of a Reshape target lives: ``(node, input index, constant, length)``.
+def shape_pieces(node: ir.Node, index: int = 1) -> list[tuple[ir.Node, int, np.ndarray | None,
+                                                                int]] | None:
+    """Where each entry of a shape input lives: ``(node, input index, constant, length)``.
 
-    The target is a constant, or a Concat of 1-D pieces of which some are constant (the form
-    exporters write for ``view(x.size(0), -1)``). Run-time pieces come back with constant None.
+    The shape (a Reshape target, Resize sizes) is a constant, or a Concat of 1-D pieces of which
+    some are constant (the form exporters write for ``view(x.size(0), -1)``). Run-time pieces
+    come back with constant None.
     """
-    target = node.inputs[1]
+    target = node.inputs[index]
     array = known_array(target)
     if array is not None:
-        return [(node, 1, array, array.size)]
+        return [(node, index, array, array.size)]
     concat = target.producer()
     if concat is None or concat.op_type != "Concat":
         return None
@@ -380,7 +411,7 @@ def _dim_read_from_shape(piece: ir.Value) -> int | str | None:
 
 def _target_dims(node: ir.Node) -> list[int | str | None] | None:
     """The Reshape target as dims: ints, symbolic names read through ``Shape``, or None."""
-    pieces = _shape_pieces(node)
+    pieces = shape_pieces(node)
     if pieces is None:
         return None
     dims: list[int | str | None] = []
@@ -410,7 +441,7 @@ class ReshapeRule(Rule):
             return shapes
         x, y = node.inputs[0], node.outputs[0]
         xs, ys = shapes[0], _resolve_one_unknown(symbolic_shape(x), symbolic_shape(y))
-        pieces = _shape_pieces(node)
+        pieces = shape_pieces(node)
         if pieces is None:
             return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "target shape not constant")
         known = np.concatenate([np.ones(n, bool) if a is not None else np.zeros(n, bool)
@@ -445,7 +476,7 @@ class ReshapeRule(Rule):
         x, y = node.inputs[0], node.outputs[0]
         ys = _resolve_one_unknown(symbolic_shape(x), symbolic_shape(y)) or static_shape(y)
         offset = 0
-        for owner, index, array, length in _shape_pieces(node):
+        for owner, index, array, length in shape_pieces(node):
             if array is None:
                 offset += length
                 continue
