@@ -6,9 +6,15 @@ and must now prune with the mask-equivalence oracle holding, or be left whole wi
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 import onnx_ir as ir
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 import graphprune
 from graphprune import cli
@@ -161,3 +167,96 @@ g (float[1,3,6,6] x) => (float[1,3,6,6] y) {{
     onnx.save(proto, path)
     assert cli.main([str(path), "-o", str(tmp_path / "out.onnx"), "--no-bench"]) == 2
     assert "topologically sorted" in capsys.readouterr().err
+
+
+def _resize_net(sizes: str, **inits) -> onnx.ModelProto:
+    """Conv(8) -> Resize(sizes) -> Conv(4), H and W dynamic; ``sizes`` computes ``sz``."""
+    text = f"""{header(17)}
+g (float[N,3,H,W] x, float[N,5,P,Q] ref) => (float[N,4,P,Q] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  ar = Relu (a)
+  {sizes}
+  u = Resize <mode="nearest"> (ar, roi, sc, sz)
+  y = Conv <pads=[1,1,1,1]> (u, w2, b2)
+}}"""
+    return model(text, w1=(8, 3, 3, 3), b1=(8,), w2=(4, 8, 3, 3), b2=(4,),
+                 roi=np.zeros(0, np.float32), sc=np.zeros(0, np.float32), **inits)
+
+
+RESIZE_FEEDS = {"x": (2, 3, 4, 5), "ref": (2, 5, 8, 10)}
+
+
+def test_resize_sizes_from_the_inputs_own_shape_prune():
+    """``interpolate(x, size=ref.shape[2:])``: sizes = concat(shape(x)[:2], shape(ref)[2:])."""
+    proto = _resize_net("""nc = Shape <start=0, end=2> (ar)
+  hw = Shape <start=2> (ref)
+  sz = Concat <axis=0> (nc, hw)""")
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    assert len(analysis.groups) == 1
+    check_random_selections(proto, feeds=feeds_for(proto, RESIZE_FEEDS))
+
+
+def test_resize_sizes_through_slice_and_gather_prune():
+    """The same sizes read with Slice and Gather (TorchScript's form), channel at position 1."""
+    proto = _resize_net("""s = Shape (ar)
+  n = Slice (s, zero, one)
+  c = Gather (s, index)
+  cu = Unsqueeze (c, zero)
+  hw = Shape <start=2> (ref)
+  sz = Concat <axis=0> (n, cu, hw)""", zero=np.array([0], np.int64), one=np.array([1], np.int64),
+                       index=np.array(1, np.int64))
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    assert len(analysis.groups) == 1
+    check_random_selections(proto, feeds=feeds_for(proto, RESIZE_FEEDS))
+
+
+def test_resize_sizes_with_a_dim_at_another_position_stay_whole():
+    """sizes[1] = dim 0 of x resizes the channel axis at run time: it must not prune."""
+    proto = _resize_net("""n = Shape <start=0, end=1> (ar)
+  hw = Shape <start=2> (ref)
+  sz = Concat <axis=0> (n, n, hw)""")
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    assert not analysis.groups
+
+
+class _Neck(nn.Module):
+    """A YOLOv8-style neck: the stride-4 map upsampled to stride 2 and concatenated."""
+
+    def __init__(self, by_sizes: bool) -> None:
+        super().__init__()
+        self.by_sizes = by_sizes
+        self.c1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.SiLU())
+        self.c2 = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.SiLU())
+        self.up = nn.Upsample(None, 2, "nearest")  # ultralytics' form: constant scales
+        self.c3 = nn.Conv2d(24, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p3 = self.c1(x)
+        p4 = self.c2(p3)
+        # sizes computed at run time from Shape -> ... -> Concat
+        u = F.interpolate(p4, size=p3.shape[2:], mode="nearest") if self.by_sizes else self.up(p4)
+        return self.c3(torch.cat([u, p3], 1))
+
+
+@pytest.mark.parametrize("by_sizes", [False, True], ids=["scales", "sizes"])
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_upsampling_neck_exports_prune_exactly(tmp_path, exporter, by_sizes):
+    torch.manual_seed(0)
+    net, x = _Neck(by_sizes).eval(), torch.randn(1, 3, 32, 32)
+    path = tmp_path / "neck.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            axes = {"x": {0: "b", 2: "h", 3: "w"}}
+            torch.onnx.export(net, x, str(path), dynamo=False, input_names=["x"],
+                              opset_version=17, dynamic_axes=axes)
+        else:
+            dims = ({0: torch.export.Dim("b"), 2: torch.export.Dim("h", min=16, max=512),
+                     3: torch.export.Dim("w", min=16, max=512)},)
+            torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["x"],
+                              dynamic_shapes=dims, verbose=False).save(str(path))
+    proto = onnx.load(path)
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    assert len(analysis.groups) == 2  # c1 and c2 (c3 is the output): Resize passes channels
+    x_feed = np.random.default_rng(0).standard_normal((2, 3, 64, 32)).astype(np.float32)
+    check_random_selections(proto, feeds={"x": x_feed})

@@ -84,8 +84,8 @@ class ResizeRule(Rule):
 
     1. Constant ``scales``/``sizes``: an axis of equal input and output size is the identity.
     2. ``sizes`` computed at run time: an entry that is the input's own dim at its own position
-       (``concat(shape(x)[:2], hw)``, as exporters write ``interpolate(x, size=...)``) keeps that
-       axis whole-to-whole, whatever it is pruned to; other axes stay whole.
+       (``concat(shape(x)[:2], hw)``, as exporters write ``interpolate(x, size=...)``), or a
+       constant piece equal to that dim, keeps that axis the identity; other axes stay whole.
     3. The rewrite restates the constant entries of ``sizes`` (a constant, or constant pieces of
        a Concat) for pruned axes.
     """
@@ -102,10 +102,19 @@ class ResizeRule(Rule):
             same = [a for a in range(len(xs)) if xs[a] is not None and xs[a] == ys[a]]
             return [identity((x, a), (y, a)) for a in same]
         sources = dim_sources(sizes) if attr(node, "axes") is None else None
-        if not sources or not any(sources):
+        pieces = shape_pieces(node, 3)
+        if not sources or pieces is None or len(sources) != len(xs):
             return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "sizes not constant")
-        restated = [a for a, s in enumerate(sources) if s is not None and s[0] is x and s[1] == a]
-        return [identity((x, a), (y, a)) for a in restated if a < len(xs)]
+        constant = [v for _, _, array, n in pieces
+                    for v in (np.ravel(array).tolist() if array is not None else [None] * n)]
+        same = [
+            a for a, (source, value) in enumerate(zip(sources, constant, strict=False))
+            if (source is not None and source[0] is x and source[1] == a)
+            or (value is not None and xs[a] is not None and value == xs[a] == ys[a])
+        ]
+        if not same:
+            return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "sizes not constant")
+        return [identity((x, a), (y, a)) for a in same]
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         if node.op_type != "Resize" or len(node.inputs) <= 3 or node.inputs[3] is None:
