@@ -339,6 +339,22 @@ case("batchnorm-no-conv-bias", chain_after_prunable(
     "bn = BatchNormalization <epsilon=0.001> (a, sc, sh, mean, var)\n  h = Relu (bn)",
     sc=(8,), sh=(8,), mean=(8,), var=(8,)), shrink=("h", "zr"))
 case("instancenorm", chain("h = InstanceNormalization (a, sc, sh)", sc=(8,), sh=(8,)))
+# softmax and layer norm: the normalized axes stay whole, the others pass through
+case("softmax-spatial", chain("h = Softmax <axis=3> (a)", 13))
+case("logsoftmax-opset11-spatial", chain("h = LogSoftmax <axis=2> (a)", 11))
+case("hardmax-last-axis", chain("h = Hardmax <axis=-1> (a)", 13))
+case("layernorm-last-axis", (f"""{header(17)}
+g (float[N,3,H,6] x) => (float[N,4,H,6] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  h = LayerNormalization <axis=-1> (a, lns, lnb)
+  y = Conv <pads=[1,1,1,1]> (h, w2, b2)
+}}""", {"w1": (8, 3, 3, 3), "b1": (8,), "lns": (6,), "lnb": (6,), "w2": (4, 8, 3, 3),
+        "b2": (4,)}))
+case("block-layernorm-channels-nhwc", chain_after_prunable(
+    """t = Transpose <perm=[0,2,3,1]> (a)
+  n = LayerNormalization (t, lns, lnb)
+  h = Transpose <perm=[0,3,1,2]> (n)""", opset=17, lns=(8,), lnb=(8,)),
+     block=BlockReason.AXIS_NOT_PRESERVED, shrink=("zr",))
 
 # layout
 
@@ -575,7 +591,7 @@ g (float[N,3,H,W] x) => (float[N,10] y) {{
 # blocking cases: ``a`` (the second conv's output) cannot be pruned; the first conv still is
 BLOCKING = {
     "LRN": ("h = LRN <size=3> (a)", BlockReason.UNKNOWN_OP, 8, {}),
-    "Softmax-channel": ("h = Softmax <axis=1> (a)", BlockReason.UNKNOWN_OP, 8, {}),
+    "Softmax-channel": ("h = Softmax <axis=1> (a)", BlockReason.AXIS_NOT_PRESERVED, 8, {}),
     "graph-output-mid": ("h = Relu (a)", BlockReason.GRAPH_IO, 8, {"outs": ", float[N,8,H,W] h"}),
     "Pad-channel": ("h = Pad (a, pads)", BlockReason.AXIS_NOT_PRESERVED, 10,
                     {"pads": i64(0, 1, 0, 0, 0, 1, 0, 0)}),
