@@ -260,3 +260,25 @@ def test_upsampling_neck_exports_prune_exactly(tmp_path, exporter, by_sizes):
     assert len(analysis.groups) == 2  # c1 and c2 (c3 is the output): Resize passes channels
     x_feed = np.random.default_rng(0).standard_normal((2, 3, 64, 32)).astype(np.float32)
     check_random_selections(proto, feeds={"x": x_feed})
+
+
+def test_shared_split_sizes_and_slice_bounds_are_copied_per_use():
+    """Two independent branches read one Split-sizes and one Slice-bounds Constant node each."""
+    text = f"""{header(13)}
+g (float[N,3,H,W] x) => (float[N,4,H,W] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, wa, ba)
+  b = Conv <pads=[1,1,1,1]> (x, wb, bb)
+  a0, a1 = Split <axis=1> (a, sp)
+  b0, b1 = Split <axis=1> (b, sp)
+  as = Slice (a1, st, en, ax)
+  bs = Slice (b1, st, en, ax)
+  c = Concat <axis=1> (a0, as, b0, bs)
+  y = Conv <pads=[1,1,1,1]> (c, wy, by)
+}}"""
+    proto = model(text, constants=("sp", "st", "en", "ax"), wa=(8, 3, 3, 3), ba=(8,),
+                  wb=(8, 3, 3, 3), bb=(8,), wy=(4, 16, 3, 3), by=(4,),
+                  sp=np.array([4, 4], np.int64), st=np.array([0], np.int64),
+                  en=np.array([4], np.int64), ax=np.array([1], np.int64))
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    assert len(analysis.groups) == 2
+    check_random_selections(proto, seeds=(0, 1, 2, 3), feeds=feeds_for(proto, {"x": (2, 3, 5, 6)}))
