@@ -282,3 +282,25 @@ g (float[N,3,H,W] x) => (float[N,4,H,W] y) {{
     analysis = graphprune.analyze(ir.from_proto(proto))
     assert len(analysis.groups) == 2
     check_random_selections(proto, seeds=(0, 1, 2, 3), feeds=feeds_for(proto, {"x": (2, 3, 5, 6)}))
+
+
+def test_reshape_keeps_the_trailing_channel_axis_behind_symbolic_dims():
+    """``[N, H, W, C] -> [N, -1, C]``: tokens from an NHWC map with dynamic H and W.
+
+    The channel axis is last on both sides and holds the same elements whatever comes before.
+    """
+    text = f"""{header(17)}
+g (float[N,3,H,W] x) => (float[N,T,4] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  ar = Relu (a)
+  t = Transpose <perm=[0,2,3,1]> (ar)
+  n = Shape <start=0, end=1> (t)
+  s = Concat <axis=0> (n, minus, c)
+  r = Reshape (t, s)
+  y = MatMul (r, wm)
+}}"""
+    proto = model(text, w1=(8, 3, 3, 3), b1=(8,), wm=(8, 4), minus=np.array([-1], np.int64),
+                  c=np.array([8], np.int64))
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    assert len(analysis.groups) == 1
+    check_random_selections(proto, feeds=feeds_for(proto, {"x": (2, 3, 4, 5)}))

@@ -324,6 +324,37 @@ def _axis_runs(xs: Shape, ys: Shape) -> list[tuple[list[int], list[int]]]:
     return runs
 
 
+def _suffix_runs(sx: tuple, sy: tuple, taken_x: set[int], taken_y: set[int]):
+    """Runs matched from the last axis backwards, where :func:`_axis_runs` stopped.
+
+    The trailing axes of a reshape hold the same elements whenever their products agree,
+    whatever comes before (``[b, 12, L, 32] -> [-1, L, 32]``): static runs grow as in the forward
+    pass, and a symbolic dim matches the same symbol. An unnamed unknown dim ends the match.
+    """
+    ins = [a for a, d in enumerate(sx) if d != 1 and a not in taken_x]
+    outs = [a for a, d in enumerate(sy) if d != 1 and a not in taken_y]
+    runs = []
+    while ins and outs:
+        dx, dy = sx[ins[-1]], sy[outs[-1]]
+        if isinstance(dx, str) and dx == dy:
+            runs.append(([ins.pop()], [outs.pop()]))
+            continue
+        if not isinstance(dx, int) or not isinstance(dy, int):
+            break
+        run_x, run_y = [ins.pop()], [outs.pop()]
+        while dx != dy:
+            side, grow = (ins, run_x) if dx < dy else (outs, run_y)
+            if not side or not isinstance((sx if side is ins else sy)[side[-1]], int):
+                return runs
+            grow.insert(0, side.pop())
+            if side is ins:
+                dx *= sx[run_x[0]]
+            else:
+                dy *= sy[run_y[0]]
+        runs.append((run_x, run_y))
+    return runs
+
+
 @register
 class FlattenRule(Rule):
     """``Y[a, b] = X`` with axes ``[0, axis)`` merged into ``a`` and ``[axis, r)`` into ``b``."""
@@ -446,8 +477,15 @@ class ReshapeRule(Rule):
             return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "target shape not constant")
         known = np.concatenate([np.ones(n, bool) if a is not None else np.zeros(n, bool)
                                 for _, _, a, n in pieces])
+        runs = _axis_runs(xs, ys)
+        sx, sy = symbolic_shape(x), symbolic_shape(y)
+        if sx is not None and sy is not None and len(sy) == len(ys):
+            taken_x = {a for run, _ in runs for a in run}
+            taken_y = {a for _, run in runs for a in run}
+            sy = tuple(r if isinstance(r, int) else d for r, d in zip(ys, sy, strict=True))
+            runs += _suffix_runs(sx, sy, taken_x, taken_y)
         found = []
-        for run_x, run_y in _axis_runs(xs, ys):
+        for run_x, run_y in runs:
             if all(known[a] for a in run_y):
                 found += _span_couplings(x, xs, run_x, y, ys, run_y)
         return found
