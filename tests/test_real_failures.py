@@ -304,3 +304,57 @@ g (float[N,3,H,W] x) => (float[N,T,4] y) {{
     analysis = graphprune.analyze(ir.from_proto(proto))
     assert len(analysis.groups) == 1
     check_random_selections(proto, feeds=feeds_for(proto, {"x": (2, 3, 4, 5)}))
+
+
+SDPA_KEY_PATH = """ks = Shape (k)
+  k_dh = Slice (ks, minus, big)
+  k_l = Slice (ks, minus2, minus)
+  k_nh = Slice (ks, small, minus2)
+  kt1 = Concat <axis=0> (minus, k_l, k_dh)
+  k3 = Reshape (k, kt1)
+  k3t = Transpose <perm=[0,2,1]> (k3)
+  kt2 = Concat <axis=0> (k_nh, k_dh, k_l)
+  kk = Reshape (k3t, kt2)"""
+
+
+def test_dynamo_attention_key_path_keeps_the_head_dim():
+    """Torch dynamo's SDPA key path keeps the head dim coupled, so the Q/K heads prune.
+
+    K goes ``[N,H,L,d] -> [-1,L,d] -> [-1,d,L] -> [N,H,d,L]`` with dims read through
+    ``Shape -> Slice`` (``d`` static, ``N`` and ``L`` symbolic).
+    """
+    text = f"""{header(17)}
+g (float[N,L,16] x) => (float[N,L,16] y) {{
+  q0 = MatMul (x, wq)
+  k0 = MatMul (x, wk)
+  v0 = MatMul (x, wv)
+  n = Shape <start=0, end=1> (x)
+  l = Shape <start=1, end=2> (x)
+  t = Concat <axis=0> (n, l, minus, dh)
+  q1 = Reshape (q0, t)
+  k1 = Reshape (k0, t)
+  v1 = Reshape (v0, t)
+  q = Transpose <perm=[0,2,1,3]> (q1)
+  k = Transpose <perm=[0,2,1,3]> (k1)
+  v = Transpose <perm=[0,2,1,3]> (v1)
+  {SDPA_KEY_PATH}
+  s = MatMul (q, kk)
+  p = Sigmoid (s)
+  o = MatMul (p, v)
+  o1 = Transpose <perm=[0,2,1,3]> (o)
+  m = Constant <value = int64[3] {{0, 0, 16}}> ()
+  o2 = Reshape (o1, m)
+  y = MatMul (o2, wo)
+}}"""
+    one = lambda v: np.array([v], np.int64)  # noqa: E731
+    proto = model(text, wq=(16, 16), wk=(16, 16), wv=(16, 16), wo=(16, 16), minus=one(-1),
+                  dh=one(4), big=one(2**62), minus2=one(-2), small=one(-(2**62)))
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    assert group_ids_of(analysis, "q0") and group_ids_of(analysis, "q0") == group_ids_of(
+        analysis, "k0")
+    check_random_selections(proto, seeds=(0, 1, 2, 3), feeds=attention_feeds(proto))
+
+
+def group_ids_of(analysis, name: str) -> set[int]:
+    return {g.id for g in analysis.groups for i in g.axes
+            if analysis.table.axes[i].value.name == name}

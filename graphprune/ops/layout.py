@@ -35,6 +35,7 @@ from graphprune.ops.base import (
     symbolic_shape,
 )
 from graphprune.ops.registry import register
+from graphprune.ops.shape_of import dim_sources
 
 Shape = tuple[int | None, ...]
 
@@ -420,7 +421,12 @@ def _resolve_one_unknown(xs: tuple | None, ys: tuple | None) -> Shape | None:
 
 
 def _dim_read_from_shape(piece: ir.Value) -> int | str | None:
-    """``Unsqueeze(Gather(Shape(t), i))`` or ``Gather(Shape(t), [i])``: dim ``i`` of ``t``."""
+    """Dim ``i`` of ``t`` read as ``Gather(Shape(t), i)`` or ``Slice(Shape(t), i, i+1)``."""
+    sources = dim_sources(piece)
+    if sources and len(sources) == 1 and sources[0] is not None:
+        value, axis = sources[0]
+        dims = symbolic_shape(value)
+        return dims[axis] if dims is not None and axis < len(dims) else None
     node = piece.producer()
     if node is not None and node.op_type == "Unsqueeze":
         node = node.inputs[0].producer()
