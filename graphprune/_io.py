@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
+from onnx_ir.passes.common import ShapeInferencePass, TopologicalSortPass
 
 from graphprune.analysis.static_values import infer_shapes as infer_with_static_values
 from graphprune.errors import InputError, OutputError, UsageError, one_line
@@ -59,7 +59,28 @@ def check_input(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # ValidationError, InferenceError and the C++ parser's errors
-        raise InputError(f"{path}: fails the ONNX checker: {one_line(exc)}") from exc
+        if not _passes_once_sorted(path, exc):
+            raise InputError(f"{path}: fails the ONNX checker: {one_line(exc)}") from exc
+
+
+def _passes_once_sorted(path: Path, exc: Exception) -> bool:
+    """Nodes out of topological order (onnxruntime sorts them): the sorted graph is checked.
+
+    The check runs in memory, so only for a model without external data; the model is sorted
+    on load (:func:`infer_shapes`).
+    """
+    if "topologically sorted" not in str(exc):
+        return False
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+            return False
+        model = ir.from_proto(proto)
+        TopologicalSortPass()(model)
+        onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    except Exception:  # a cycle, or another checker error: the first error is reported
+        return False
+    return True
 
 
 def _graphs(graph: ir.Graph) -> Iterator[ir.Graph]:
@@ -122,6 +143,7 @@ def load_model(path: str | os.PathLike) -> ir.Model:
 def infer_shapes(model: ir.Model) -> ir.Model:
     """Fills in the value shapes the op rules read (partial results are kept)."""
     with _quiet_onnx_ir():
+        TopologicalSortPass()(model)  # onnxruntime runs unsorted graphs; our passes need order
         ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(model)
         return infer_with_static_values(model)
 

@@ -393,6 +393,22 @@ case("softmax-opset11-coerced", chain("h = Softmax <axis=2> (a)", opset=11))
 case("softmax-opset11-channel-blocks",
      chain_after_prunable("h = Softmax <axis=1> (a)", opset=11),
      block=BlockReason.AXIS_NOT_PRESERVED, shrink=("zr",))
+# softmax and layer norm: the normalized axes stay whole, the others pass through
+case("softmax-spatial-opset13", chain("h = Softmax <axis=3> (a)", 13))
+case("logsoftmax-opset11-spatial", chain("h = LogSoftmax <axis=2> (a)", 11))
+case("hardmax-last-axis", chain("h = Hardmax <axis=-1> (a)", 13))
+case("layernorm-last-axis-static-width", (f"""{header(17)}
+g (float[N,3,H,6] x) => (float[N,4,H,6] y) {{
+  a = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  h = LayerNormalization <axis=-1> (a, lns, lnb)
+  y = Conv <pads=[1,1,1,1]> (h, w2, b2)
+}}""", {"w1": (8, 3, 3, 3), "b1": (8,), "lns": (6,), "lnb": (6,), "w2": (4, 8, 3, 3),
+        "b2": (4,)}))
+case("block-layernorm-channels-nhwc", chain_after_prunable(
+    """t = Transpose <perm=[0,2,3,1]> (a)
+  n = LayerNormalization (t, lns, lnb)
+  h = Transpose <perm=[0,3,1,2]> (n)""", opset=17, lns=(8,), lnb=(8,)),
+     block=BlockReason.AXIS_NOT_PRESERVED, shrink=("zr",))
 
 # layout
 

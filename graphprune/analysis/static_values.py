@@ -52,6 +52,30 @@ def _shape_value(node: ir.Node) -> np.ndarray | None:
     return None if None in dims else np.array(dims, dtype=np.int64)
 
 
+def _sliced_dims(node: ir.Node) -> np.ndarray | None:
+    """``Slice(Shape(x), start, end)`` (one axis, step 1): known when the dims it keeps are."""
+    source = node.inputs[0].producer()
+    if source is None or source.op_type != "Shape" or opset_of(node) < 10:
+        return None
+    bounds = [_small_known(v) for v in node.inputs[1:]]
+    if any(b is None for b in bounds) or any(np.size(b) != 1 for b in bounds):
+        return None
+    if len(bounds) > 2 and int(np.ravel(bounds[2])[0]) not in (0, -1):
+        return None
+    if len(bounds) > 3 and int(np.ravel(bounds[3])[0]) != 1:
+        return None
+    shape = static_shape(source.inputs[0])
+    if shape is None:
+        return None
+    start = source.attributes.get("start")
+    end = source.attributes.get("end")
+    dims = shape[slice(None if start is None else start.value, None if end is None else end.value)]
+    picked = dims[slice(int(np.ravel(bounds[0])[0]), int(np.ravel(bounds[1])[0]))]
+    if not picked or None in picked:
+        return None
+    return np.array(picked, dtype=np.int64)
+
+
 def _gathered_dims(node: ir.Node) -> np.ndarray | None:
     """``Gather(Shape(x), i)``: dim ``i`` of ``x`` is known even when other dims are symbolic."""
     source = node.inputs[0].producer()
@@ -94,6 +118,8 @@ def _annotate_node(node: ir.Node) -> bool:
         outputs = [_shape_value(node)]
     elif node.op_type == "Gather" and node.inputs[0].meta.get(STATIC_VALUE_KEY) is None:
         outputs = [_gathered_dims(node)]
+    elif node.op_type == "Slice" and node.inputs[0].meta.get(STATIC_VALUE_KEY) is None:
+        outputs = [_sliced_dims(node)]
     else:
         inputs = [_small_known(v) for v in node.inputs]
         if any(a is None and v is not None for a, v in zip(inputs, node.inputs, strict=False)):
@@ -159,8 +185,18 @@ def _infer_node(node: ir.Node) -> None:
         if old is None or len(old) != len(dims):
             value.shape = ir.Shape(dims)
         else:
-            value.shape = ir.Shape([n if isinstance(n, int) and not isinstance(o, int) else o
+            value.shape = ir.Shape([n if _better_dim(o, n) else o
                                     for o, n in zip(old, dims, strict=False)])
+
+
+def _better_dim(old, new) -> bool:
+    """A static dim beats a symbolic one; a named symbol beats one ONNX made up (``unk__3``)."""
+    if isinstance(old, int):
+        return False
+    if isinstance(new, int):
+        return True
+    made_up = lambda d: d is None or str(d).startswith("unk__")  # noqa: E731
+    return isinstance(new, str) and made_up(old) and not made_up(new)
 
 
 def infer_shapes(model: ir.Model) -> ir.Model:
@@ -173,6 +209,7 @@ def infer_shapes(model: ir.Model) -> ir.Model:
     """
     from graphprune.ops import lookup
 
+    _forget_negative_dims(model.graph)
     for node in model.graph:
         if _has_unknown_dims(node):
             _infer_node(node)
@@ -181,3 +218,15 @@ def infer_shapes(model: ir.Model) -> ir.Model:
                 rule.refine_shapes(node)
         _annotate_node(node)
     return model
+
+
+def _forget_negative_dims(graph: ir.Graph) -> None:
+    """A negative dim (``dim_value: -1``, as paddle2onnx writes a dynamic batch) is unknown.
+
+    Read as a size it would give an axis a negative length; onnxruntime treats it as dynamic.
+    """
+    values = [*graph.inputs, *(v for node in graph for v in node.outputs)]
+    for value in values:
+        shape = value.shape
+        if shape is not None and any(isinstance(d, int) and d < 0 for d in shape):
+            value.shape = ir.Shape([None if isinstance(d, int) and d < 0 else d for d in shape])

@@ -151,6 +151,36 @@ def replace_constant_input(node: ir.Node, index: int, array: np.ndarray) -> None
     node.replace_input_with(index, new)
 
 
+def private_producer(node: ir.Node, index: int) -> ir.Node:
+    """The producer of ``node``'s input ``index``, copied first when other nodes read its output.
+
+    A shape built by a node (a ``Concat`` of dims) and shared by several consumers (the Q, K and
+    V reshapes of an attention block) must not be edited for one of them: the copy, inserted
+    just before ``node``, reads the same inputs and serves ``node`` alone.
+    """
+    value = node.inputs[index]
+    producer = value.producer()
+    assert producer is not None and node.graph is not None
+    if len(value.uses()) == 1 and not value.is_graph_output():
+        return producer
+    graph = node.graph
+    names = {v.name for n in graph for v in n.outputs} | set(graph.initializers)
+    stem = f"{value.name}_{node.name or node.op_type}"
+    name, k = stem, 0
+    while name in names:
+        k += 1
+        name = f"{stem}_{k}"
+    copy = ir.Node(producer.domain, producer.op_type, list(producer.inputs),
+                   [a for a in producer.attributes.values()], num_outputs=len(producer.outputs),
+                   version=producer.version, name=f"{producer.name or producer.op_type}_{name}")
+    for old, new in zip(producer.outputs, copy.outputs, strict=True):
+        new.name = name if old is value else f"{name}_{old.name}"
+        new.shape, new.dtype, new.type = old.shape, old.dtype, old.type
+    graph.insert_before(node, copy)
+    node.replace_input_with(index, copy.outputs[producer.outputs.index(value)])
+    return copy
+
+
 def _fresh_name(graph: ir.Graph, stem: str) -> str:
     name, k = stem, 0
     while name in graph.initializers:

@@ -34,11 +34,13 @@ from graphprune.ops.base import (
     mapped,
     normalize_axis,
     opset_of,
+    private_producer,
     replace_constant_input,
     static_shape,
     symbolic_shape,
 )
 from graphprune.ops.registry import register
+from graphprune.ops.shape_of import dim_sources
 
 Shape = tuple[int | None, ...]
 
@@ -155,7 +157,12 @@ class SliceRule(Rule):
         x, y = node.inputs[0], node.outputs[0]
         params = self._params(node, len(xs))
         if params is None:
-            return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "slice bounds not constant")
+            sliced = self._constant_axes(node, len(xs))
+            if sliced is None:
+                detail = "slice bounds not constant"
+                return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, detail)
+            # bounds computed at run time (a crop to another tensor's size): the other axes pass
+            return [identity((x, a), (y, a)) for a in range(len(xs)) if a not in sliced]
         found = []
         for axis in range(len(xs)):
             if axis not in params:
@@ -172,10 +179,34 @@ class SliceRule(Rule):
             found.append(mapped((x, axis), (y, axis), start + np.arange(n), np.arange(n)))
         return found
 
+    @staticmethod
+    def _constant_axes(node: ir.Node, rank: int) -> set[int] | None:
+        """The sliced axes when ``axes`` is constant (opset >= 10) though the bounds are not."""
+        if opset_of(node) < 10 or len(node.inputs) < 4 or node.inputs[3] is None:
+            return None
+        axes = known_array(node.inputs[3])
+        return None if axes is None else {normalize_axis(int(a), rank) for a in np.ravel(axes)}
+
+    def refine_shapes(self, node: ir.Node) -> bool:
+        """Axes a Slice with run-time bounds does not slice keep the input's dims."""
+        x, y = node.inputs[0], node.outputs[0]
+        xs, ys = symbolic_shape(x), symbolic_shape(y)
+        sliced = None if xs is None else self._constant_axes(node, len(xs))
+        if sliced is None or (ys is not None and len(ys) != len(xs)):
+            return False
+        ys = ys or (None,) * len(xs)
+        dims = [xs[a] if a not in sliced and xs[a] is not None else ys[a] for a in range(len(xs))]
+        if tuple(dims) == ys:
+            return False
+        y.shape = ir.Shape(dims)
+        return True
+
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         x, y = node.inputs[0], node.outputs[0]
         xs = static_shape(x)
         params = self._params(node, len(xs))
+        if params is None:
+            return  # run-time bounds: only unsliced axes were coupled, nothing to restate
         changed = {}
         for axis, (start, _, _) in params.items():
             kept = plan.kept(x, axis)
@@ -304,6 +335,37 @@ def _axis_runs(xs: Shape, ys: Shape) -> list[tuple[list[int], list[int]]]:
     return runs
 
 
+def _suffix_runs(sx: tuple, sy: tuple, taken_x: set[int], taken_y: set[int]):
+    """Runs matched from the last axis backwards, where :func:`_axis_runs` stopped.
+
+    The trailing axes of a reshape hold the same elements whenever their products agree,
+    whatever comes before (``[b, 12, L, 32] -> [-1, L, 32]``): static runs grow as in the forward
+    pass, and a symbolic dim matches the same symbol. An unnamed unknown dim ends the match.
+    """
+    ins = [a for a, d in enumerate(sx) if d != 1 and a not in taken_x]
+    outs = [a for a, d in enumerate(sy) if d != 1 and a not in taken_y]
+    runs = []
+    while ins and outs:
+        dx, dy = sx[ins[-1]], sy[outs[-1]]
+        if isinstance(dx, str) and dx == dy:
+            runs.append(([ins.pop()], [outs.pop()]))
+            continue
+        if not isinstance(dx, int) or not isinstance(dy, int):
+            break
+        run_x, run_y = [ins.pop()], [outs.pop()]
+        while dx != dy:
+            side, grow = (ins, run_x) if dx < dy else (outs, run_y)
+            if not side or not isinstance((sx if side is ins else sy)[side[-1]], int):
+                return runs
+            grow.insert(0, side.pop())
+            if side is ins:
+                dx *= sx[run_x[0]]
+            else:
+                dy *= sy[run_y[0]]
+        runs.append((run_x, run_y))
+    return runs
+
+
 @register
 class FlattenRule(Rule):
     """``Y[a, b] = X`` with axes ``[0, axis)`` merged into ``a`` and ``[axis, r)`` into ``b``."""
@@ -322,16 +384,18 @@ class FlattenRule(Rule):
         )
 
 
-def _shape_pieces(node: ir.Node) -> list[tuple[ir.Node, int, np.ndarray | None, int]] | None:
-    """Where each entry of a Reshape target lives: ``(node, input index, constant, length)``.
+def shape_pieces(node: ir.Node, index: int = 1) -> list[tuple[ir.Node, int, np.ndarray | None,
+                                                                int]] | None:
+    """Where each entry of a shape input lives: ``(node, input index, constant, length)``.
 
-    The target is a constant, or a Concat of 1-D pieces of which some are constant (the form
-    exporters write for ``view(x.size(0), -1)``). Run-time pieces come back with constant None.
+    The shape (a Reshape target, Resize sizes) is a constant, or a Concat of 1-D pieces of which
+    some are constant (the form exporters write for ``view(x.size(0), -1)``). Run-time pieces
+    come back with constant None.
     """
-    target = node.inputs[1]
+    target = node.inputs[index]
     array = known_array(target)
     if array is not None:
-        return [(node, 1, array, array.size)]
+        return [(node, index, array, array.size)]
     concat = target.producer()
     if concat is None or concat.op_type != "Concat":
         return None
@@ -367,7 +431,12 @@ def _resolve_one_unknown(xs: tuple | None, ys: tuple | None) -> Shape | None:
 
 
 def _dim_read_from_shape(piece: ir.Value) -> int | str | None:
-    """``Unsqueeze(Gather(Shape(t), i))`` or ``Gather(Shape(t), [i])``: dim ``i`` of ``t``."""
+    """Dim ``i`` of ``t`` read as ``Gather(Shape(t), i)`` or ``Slice(Shape(t), i, i+1)``."""
+    sources = dim_sources(piece)
+    if sources and len(sources) == 1 and sources[0] is not None:
+        value, axis = sources[0]
+        dims = symbolic_shape(value)
+        return dims[axis] if dims is not None and axis < len(dims) else None
     node = piece.producer()
     if node is not None and node.op_type == "Unsqueeze":
         node = node.inputs[0].producer()
@@ -389,7 +458,7 @@ def _dim_read_from_shape(piece: ir.Value) -> int | str | None:
 
 def _target_dims(node: ir.Node) -> list[int | str | None] | None:
     """The Reshape target as dims: ints, symbolic names read through ``Shape``, or None."""
-    pieces = _shape_pieces(node)
+    pieces = shape_pieces(node)
     if pieces is None:
         return None
     dims: list[int | str | None] = []
@@ -400,9 +469,9 @@ def _target_dims(node: ir.Node) -> list[int | str | None] | None:
             dims.append(_dim_read_from_shape(owner.inputs[index]))
         else:
             dims += [None] * length
-    xs = symbolic_shape(node.inputs[0]) or ()
-    if not attr(node, "allowzero", 0):
-        dims = [xs[k] if d == 0 and k < len(xs) else d for k, d in enumerate(dims)]
+    if not attr(node, "allowzero", 0):  # 0 copies the input's dim (unknown with its rank)
+        xs = symbolic_shape(node.inputs[0]) or ()
+        dims = [(xs[k] if k < len(xs) else None) if d == 0 else d for k, d in enumerate(dims)]
     return [None if d == -1 else d for d in dims]
 
 
@@ -419,13 +488,20 @@ class ReshapeRule(Rule):
             return shapes
         x, y = node.inputs[0], node.outputs[0]
         xs, ys = shapes[0], _resolve_one_unknown(symbolic_shape(x), symbolic_shape(y))
-        pieces = _shape_pieces(node)
+        pieces = shape_pieces(node)
         if pieces is None:
             return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "target shape not constant")
         known = np.concatenate([np.ones(n, bool) if a is not None else np.zeros(n, bool)
                                 for _, _, a, n in pieces])
+        runs = _axis_runs(xs, ys)
+        sx, sy = symbolic_shape(x), symbolic_shape(y)
+        if sx is not None and sy is not None and len(sy) == len(ys):
+            taken_x = {a for run, _ in runs for a in run}
+            taken_y = {a for _, run in runs for a in run}
+            sy = tuple(r if isinstance(r, int) else d for r, d in zip(ys, sy, strict=True))
+            runs += _suffix_runs(sx, sy, taken_x, taken_y)
         found = []
-        for run_x, run_y in _axis_runs(xs, ys):
+        for run_x, run_y in runs:
             if all(known[a] for a in run_y):
                 found += _span_couplings(x, xs, run_x, y, ys, run_y)
         return found
@@ -452,9 +528,9 @@ class ReshapeRule(Rule):
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         x, y = node.inputs[0], node.outputs[0]
-        xs, ys = static_shape(x), _resolve_one_unknown(symbolic_shape(x), symbolic_shape(y))
+        ys = _resolve_one_unknown(symbolic_shape(x), symbolic_shape(y)) or static_shape(y)
         offset = 0
-        for owner, index, array, length in _shape_pieces(node):
+        for owner, index, array, length in shape_pieces(node):
             if array is None:
                 offset += length
                 continue
@@ -462,11 +538,13 @@ class ReshapeRule(Rule):
             for k in range(length):
                 axis = offset + k
                 new_out = plan.new_size(y, axis)
-                if new[k] == -1:
-                    continue
+                if new[k] == -1 or new_out is None or new_out == ys[axis]:
+                    continue  # -1 is computed; an unknown or unchanged size stays as it is
                 copies_input = new[k] == 0 and not attr(node, "allowzero", 0)
-                if new_out != ys[axis] or (copies_input and plan.new_size(x, axis) != xs[axis]):
-                    new[k] = new_out
+                if not copies_input or plan.new_size(x, axis) != new_out:
+                    new[k] = new_out  # (a 0 still right when it copies the pruned input dim)
             if not np.array_equal(new, array):
+                if owner is not node:  # a Concat-built target: edit this Reshape's own copy
+                    owner = private_producer(node, 1)
                 replace_constant_input(owner, index, new.astype(array.dtype))
             offset += length

@@ -4,8 +4,8 @@
 
 Every per-channel parameter is coupled to channel axis 1. BatchNormalization in inference form
 keeps every other axis as the identity; InstanceNormalization normalizes over the spatial axes,
-so only the batch and channel axes are kept. LayerNormalization and Softmax keep the axes they
-do not normalize; the normalized ones stay whole (their statistics span every element).
+so only the batch and channel axes are kept. LayerNormalization and the Softmax family mix every
+element of the axes they normalize: those stay whole, the others are the identity.
 """
 
 from __future__ import annotations
@@ -55,52 +55,53 @@ class InstanceNormRule(BatchNormRule):
     elementwise = False
 
 
-def _leading_axes(node: ir.Node, axis: int) -> list[Coupling] | Blocked:
-    """Axes before ``axis`` are the identity from input 0 to every output; the rest stay whole.
-
-    Statistics over the trailing axes would change if any of their elements were removed, so
-    only the leading axes (batch, sequence, a channel axis the op does not normalize) pass.
-    """
+def _axes_before(node: ir.Node, rule: Rule, first: int) -> list[Coupling] | Blocked:
+    """Axes ``[0, first)`` of input 0 are the identity to every output; the rest stay whole."""
     x = node.inputs[0]
     shape = static_shape(x)
     if shape is None:
-        return Rule.blocked(node, BlockReason.UNKNOWN_SHAPE, "input rank unknown")
-    first = axis + len(shape) if axis < 0 else axis
-    outs = [o for o in node.outputs if o is not None and o.name]
-    return [identity((x, a), (out, a)) for out in outs for a in range(min(first, len(shape)))
-            if len(static_shape(out) or ()) == len(shape)]
-
-
-@register
-class LayerNormRule(Rule):
-    """``Y[..., D...] = (X - mean) / std * Scale[D...] + B[D...]`` over axes ``axis`` and after.
-
-    ``Mean`` and ``InvStdDev`` keep the leading axes with size 1 after them. The normalized
-    axes, and so Scale and B, stay whole.
-    """
-
-    op_types = ("LayerNormalization",)
-
-    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
-        return _leading_axes(node, attr(node, "axis", -1))
+        return rule.blocked(node, BlockReason.UNKNOWN_SHAPE, "input rank unknown")
+    for extra in node.outputs[1:]:
+        if extra is not None and extra.name and (extra.uses() or extra.is_graph_output()):
+            return rule.blocked(node, BlockReason.UNSUPPORTED_ATTRIBUTE, "statistics used")
+    first = normalize_axis(first, len(shape))
+    outs = [o for o in node.outputs if o is not None and o.name
+            and len(static_shape(o) or ()) == len(shape)]  # LayerNorm's Mean/InvStdDev too
+    return [identity((x, a), (out, a)) for out in outs for a in range(min(first, len(shape)))]
 
 
 @register
 class SoftmaxRule(Rule):
-    """Softmax, LogSoftmax, Hardmax: every axis but the normalized one is the identity.
+    """Softmax/LogSoftmax/Hardmax along ``axis``: every other axis is the identity.
 
-    Before opset 13 the input is coerced to 2-D at ``axis``, so every axis from ``axis`` on is
-    normalized together and only the leading axes pass.
+    ``Y[..., i, ...] = exp(X[..., i, ...]) / sum_j exp(X[..., j, ...])`` mixes every element of
+    the normalized axis, so it stays whole. Before opset 13 the input is coerced to 2-D at
+    ``axis`` (default 1): every axis from ``axis`` on is normalized together.
     """
 
     op_types = ("Softmax", "LogSoftmax", "Hardmax")
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
-        x, y = node.inputs[0], node.outputs[0]
-        if opset_of(node) < 13:
-            return _leading_axes(node, attr(node, "axis", 1))
-        shape = static_shape(x)
+        shape = static_shape(node.inputs[0])
         if shape is None:
             return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "input rank unknown")
+        if opset_of(node) < 13:
+            return _axes_before(node, self, attr(node, "axis", 1))
         axis = normalize_axis(attr(node, "axis", -1), len(shape))
+        x, y = node.inputs[0], node.outputs[0]
         return [identity((x, a), (y, a)) for a in range(len(shape)) if a != axis]
+
+
+@register
+class LayerNormRule(Rule):
+    """LayerNormalization: axes ``[axis, rank)`` are normalized together and stay whole.
+
+    ``Y = (X - mean) / sqrt(var + eps) * scale + B`` with statistics over the normalized axes;
+    the axes before ``axis`` are the identity. Scale and bias span the normalized axes only.
+    """
+
+    op_types = ("LayerNormalization",)
+    since_version = 17
+
+    def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:
+        return _axes_before(node, self, attr(node, "axis", -1))

@@ -22,10 +22,11 @@ from graphprune.ops.base import (
     identity,
     known_array,
     mapped,
+    private_producer,
     replace_constant_input,
     static_shape,
 )
-from graphprune.ops.layout import _shape_pieces
+from graphprune.ops.layout import shape_pieces
 from graphprune.ops.registry import register
 
 _ABSENT = ()  # an output axis the shape does not reach: it comes from X alone
@@ -37,7 +38,7 @@ def _entries(node: ir.Node, rank: int) -> list | None:
     ``_ABSENT`` where the shape is shorter than Y, None where the entry is computed at run time;
     None altogether when the shape's length is unknown.
     """
-    pieces = _shape_pieces(node)
+    pieces = shape_pieces(node)
     if pieces is None:
         return None
     offset = rank - sum(n for _, _, _, n in pieces)
@@ -87,6 +88,8 @@ class ExpandRule(Rule):
                 owners[(id(owner), index)] = (owner, index, array)
         for key, changes in updates.items():
             owner, index, array = owners[key]
+            if owner is not node:  # a Concat-built shape: edit this Expand's own copy
+                owner = private_producer(node, 1)
             new_array = np.array(array, dtype=np.int64).reshape(-1).copy()
             for k, size in changes.items():
                 new_array[k] = size

@@ -20,10 +20,13 @@ from graphprune.ops.base import (
     known_array,
     normalize_axis,
     opset_of,
+    private_producer,
     replace_constant_input,
     static_shape,
 )
+from graphprune.ops.layout import shape_pieces
 from graphprune.ops.registry import register
+from graphprune.ops.shape_of import dim_sources
 
 
 @register
@@ -79,7 +82,12 @@ class ReduceRule(Rule):
 class ResizeRule(Rule):
     """Resize/Upsample: an axis whose size does not change is the identity.
 
-    When output ``sizes`` are given as a constant, the channel entry is rewritten.
+    1. Constant ``scales``/``sizes``: an axis of equal input and output size is the identity.
+    2. ``sizes`` computed at run time: an entry that is the input's own dim at its own position
+       (``concat(shape(x)[:2], hw)``, as exporters write ``interpolate(x, size=...)``), or a
+       constant piece equal to that dim, keeps that axis the identity; other axes stay whole.
+    3. The rewrite restates the constant entries of ``sizes`` (a constant, or constant pieces of
+       a Concat) for pruned axes.
     """
 
     op_types = ("Resize", "Upsample")
@@ -90,23 +98,43 @@ class ResizeRule(Rule):
         if xs is None or ys is None:
             return self.blocked(node, BlockReason.UNKNOWN_SHAPE, "resize shapes unknown")
         sizes = node.inputs[3] if node.op_type == "Resize" and len(node.inputs) > 3 else None
-        if sizes is not None and known_array(sizes) is None:
+        if sizes is None or known_array(sizes) is not None:
+            same = [a for a in range(len(xs)) if xs[a] is not None and xs[a] == ys[a]]
+            return [identity((x, a), (y, a)) for a in same]
+        sources = dim_sources(sizes) if attr(node, "axes") is None else None
+        pieces = shape_pieces(node, 3)
+        if not sources or pieces is None or len(sources) != len(xs):
             return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "sizes not constant")
-        return [
-            identity((x, a), (y, a))
-            for a in range(len(xs))
-            if xs[a] is not None and xs[a] == ys[a]
+        constant = [v for _, _, array, n in pieces
+                    for v in (np.ravel(array).tolist() if array is not None else [None] * n)]
+        same = [
+            a for a, (source, value) in enumerate(zip(sources, constant, strict=False))
+            if (source is not None and source[0] is x and source[1] == a)
+            or (value is not None and xs[a] is not None and value == xs[a] == ys[a])
         ]
+        if not same:
+            return self.blocked(node, BlockReason.DYNAMIC_SHAPE_INPUT, "sizes not constant")
+        return [identity((x, a), (y, a)) for a in same]
 
     def rewrite(self, node: ir.Node, plan: PlanView) -> None:
         if node.op_type != "Resize" or len(node.inputs) <= 3 or node.inputs[3] is None:
             return
-        sizes = known_array(node.inputs[3]).copy()
-        rank = len(static_shape(node.outputs[0]))
-        axes = attr(node, "axes") or list(range(rank))
-        for k, axis in enumerate(axes):
-            sizes[k] = plan.new_size(node.outputs[0], normalize_axis(axis, rank))
-        replace_constant_input(node, 3, sizes)
+        y = node.outputs[0]
+        rank = len(static_shape(y))
+        axes = [normalize_axis(a, rank) for a in (attr(node, "axes") or range(rank))]
+        offset = 0
+        for owner, index, array, length in shape_pieces(node, 3) or ():
+            if array is not None:
+                new = np.array(array, dtype=np.int64).copy()
+                for k in range(length):
+                    size = plan.new_size(y, axes[offset + k])
+                    if plan.kept(y, axes[offset + k]) is not None and size is not None:
+                        new[k] = size
+                if not np.array_equal(new, array):
+                    if owner is not node:  # edit this Resize's own copy of a shared Concat
+                        owner = private_producer(node, 3)
+                    replace_constant_input(owner, index, new.astype(array.dtype))
+            offset += length
 
 
 @register
