@@ -171,6 +171,8 @@ def bench_command(models: tuple[Path, ...], input_shapes: tuple[str, ...], data:
                   providers: str, seed: int, json_path: Path | None, debug: bool) -> None:
     """Time MODELS interleaved in onnxruntime; fidelity of each to the first."""
     del debug
+    for path in models if json_path is not None else ():
+        check_destinations(path, [json_path])
     settings = _settings(runs, warmup, threads, providers)
     inputs = inputs_for_models(models, parse_input_shapes(input_shapes), data, samples, seed)
     with progress_bar() as progress:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -96,8 +97,6 @@ def check_folder(folder: Path, what: Path | None = None) -> None:
     This is a real write, not a look at permission bits, so it holds for root and for
     read-only mounts alike.
     """
-    import tempfile
-
     folder = folder if str(folder) else Path(".")
     try:
         with tempfile.TemporaryFile(prefix=prefix(), dir=folder):

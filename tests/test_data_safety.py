@@ -375,6 +375,37 @@ def test_sweep_into_a_read_only_folder_exits_3_before_any_work(tmp_path, monkeyp
     _one_error(capfd, "cannot write here")
 
 
+def test_sweep_into_a_folder_that_refuses_writes_exits_3(tmp_path, monkeypatch, capfd):
+    """A read-only mount, simulated: creating any file in the folder fails with EROFS."""
+    import tempfile
+
+    source = tmp_path / "m.onnx"
+    onnx.save(conv_model(), source)
+    (tmp_path / "ro").mkdir()
+    real = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == tmp_path / "ro":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    before = _snapshot(tmp_path)
+    assert main(["sweep", str(source), "-o", str(tmp_path / "ro"), "--ratios", "0.5",
+                 "--no-bench"]) == 3
+    _one_error(capfd, "Read-only file system")
+    assert _snapshot(tmp_path) == before
+
+
+def test_bench_json_never_replaces_an_input(tmp_path, capfd):
+    source = _save_external(conv_model(), tmp_path / "m.onnx", "m.onnx.data")
+    before = _snapshot(tmp_path)
+    assert main(["bench", str(source), "--json", str(tmp_path / "m.onnx.data"), "--runs", "1",
+                 "--input-shape", "x=1,3,8,8", "--providers", "cpu"]) == 2
+    _one_error(capfd, "choose another output name")
+    assert _snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("command", ["prune", "bench", "sweep"])
 def test_negative_seed_is_a_usage_error(tmp_path, capfd, command):
     source = tmp_path / "m.onnx"
