@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,18 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass, TopologicalSortPass
 
 from graphprune.analysis.static_values import infer_shapes as infer_with_static_values
+from graphprune.destinations import (
+    check_destinations,
+    check_folder,
+    check_writable_path,
+    data_files,
+    files_named_after,
+    input_files,
+    same_file,
+)
 from graphprune.errors import InputError, OutputError, UsageError, one_line
 from graphprune.ops.base import constant_array
+from graphprune.staging import make_staging, remove_staging, signals_deferred, sweep_stale
 
 SOURCE_KEY = "graphprune.source"  # model.meta: the resolved path the model was loaded from
 EXTERNAL_KEY = "graphprune.external_data"  # model.meta: the loaded file had external data
@@ -158,53 +167,92 @@ def tensor_bytes(model: ir.Model) -> int:
                if v.const_value is not None)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def check_output(output: Path, source: Path, force: bool = False) -> None:
+def check_output(output: Path, source: Path, force: bool = False,
+                 reports: Sequence[Path] = ()) -> None:
     """Refuses an output path before any work is done (the CLI calls this first).
 
-    Raises UsageError when ``output`` is the input (same file, through links too) unless
-    ``force``, and OutputError when it is a folder or its folder does not take new files (a
-    temporary file is created there and removed).
+    Raises UsageError when ``output`` or a report path is, or resolves to, a file the input
+    reads (its model file, or any of its external-data files; through symlinks and hard links
+    too), except ``output`` replacing the input model itself with ``force``; also when
+    ``<output>.data`` is one of the input's data files (unless in place with ``force``).
+    Raises OutputError when a destination is a folder or not a regular file (a device, FIFO
+    or socket), or its folder does not take new files (a temporary file is made and removed).
     """
     output, source = Path(output), Path(source)
-    if not force and (output.resolve() == source.resolve() or _same_file(output, source)):
-        raise UsageError(f"{output}: output would overwrite the input (use --force)")
-    if output.is_dir():
-        raise OutputError(f"{output}: is a directory")
-    folder = output.parent if str(output.parent) else Path(".")
-    try:
-        with tempfile.TemporaryFile(prefix=".graphprune-", dir=folder):
-            pass
-    except OSError as exc:
-        raise OutputError(f"{output}: cannot write here ({exc.strerror or exc})") from exc
+    in_place = force and same_file(output, source)
+    data = [] if in_place else [output.with_name(f"{output.name}.data")]
+    check_destinations(source, [output, *reports, *data], model_output=output, force=force)
+    check_folder(output.parent, output)
 
 
-def _check_destination(model: ir.Model, path: Path, data_name: str | None) -> None:
-    """Refuses destinations that are folders, and a data file the model itself reads from.
+def _check_destination(model: ir.Model, path: Path) -> None:
+    """Refuses a folder, a non-regular file, and any data file the model itself reads from.
 
-    Overwriting the input model is the caller's decision (``--force``); its data file may then be
-    replaced too (the old one stays mapped until the write is done). Any other output whose data
-    file is the input's would change the input, so it is refused.
+    Writing over the model's own source file is the caller's decision (``--force``). As for
+    :func:`check_output`, ``<path>.data`` being the input's data is refused too (not written
+    any more, but what older writes named the data of ``path``).
     """
-    folder = path.parent
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory")
-    if data_name is None:
-        return
-    data = folder / data_name
-    if data.is_dir():
-        raise OutputError(f"{data}: is a directory")
+    check_writable_path(path)
     source = model.meta.get(SOURCE_KEY)
-    if source is not None and _same_file(path, Path(source)):
+    if source is not None and same_file(path, Path(source)):
         return
-    if any(_same_file(data, Path(t.path)) for t in _external_tensors(model.graph)):
-        raise UsageError(f"{data}: is the input's external data; choose another output name")
+    reads = [Path(t.path) for t in _external_tensors(model.graph)]
+    reads += input_files(Path(source))[1:] if source is not None else []
+    for target in (path, path.with_name(f"{path.name}.data")):
+        if any(same_file(target, r) for r in reads):
+            raise UsageError(f"{target}: is the input's external data; "
+                             "choose another output name")
+
+
+def _old_data(path: Path, model: ir.Model) -> list[Path]:
+    """Data files of the model now at ``path`` that replacing it makes ours to remove.
+
+    Only files named as graphprune names ``path``'s data, and never a file the loaded input
+    reads, unless the write replaces the input model itself (in place, no other hard link).
+    """
+    if not path.is_file():
+        return []
+    old = files_named_after(path, data_files(path))
+    source = model.meta.get(SOURCE_KEY)
+    in_place = source is not None and same_file(path, Path(source)) and os.stat(path).st_nlink == 1
+    reads = [] if source is None or in_place else input_files(Path(source))[1:]
+    reads += [] if in_place else [Path(t.path) for t in _external_tensors(model.graph)]
+    return [f for f in old if not any(same_file(f, r) for r in reads)]
+
+
+def _place(staged: Path, target: Path) -> None:
+    """Moves a staged data file to ``target``, never over an existing file."""
+    try:
+        os.link(staged, target)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links
+        if target.exists():
+            raise FileExistsError(target) from None
+        os.replace(staged, target)
+        return
+    staged.unlink()
+
+
+def _replace_pair(staging: Path, path: Path, data_name: str | None, model: ir.Model) -> None:
+    """Puts the new data in place under its fresh name, then the model, then drops old data.
+
+    A reader opening ``path`` sees the old model with its old data, or the new model with its
+    new data; signals are held back until the renames are done.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    with signals_deferred():
+        old = _old_data(path, model)
+        if data_name:
+            _place(staging / data_name, folder / data_name)
+        try:
+            os.replace(staging / path.name, path)
+        except BaseException:
+            if data_name:
+                (folder / data_name).unlink(missing_ok=True)
+            raise
+        for file in old:
+            file.unlink(missing_ok=True)
 
 
 def save_model(
@@ -213,36 +261,38 @@ def save_model(
     external_data: bool | None = None,
     check: Callable[[Path], None] | None = None,
 ) -> None:
-    """Writes ``model`` to ``path`` atomically (temporary files in the same folder, then rename).
+    """Writes ``model`` to ``path`` atomically, the model and its external data as a pair.
 
-    With external data, tensors go to ``<name>.data`` beside the model, renamed into place before
-    the model file, so a reader never sees a model whose data is missing. External data is used
-    when the loaded file had it (even if every external tensor was sliced into memory since), when
-    the model still has external tensors, or when its tensors would not fit a protobuf. ``check``
-    is called on the staged file before anything is renamed; if it raises, nothing is written.
+    External data goes to a file of a fresh name, ``<name>.<8 hex digits>.data`` beside the
+    model; it is put in place first, the model renamed over ``path`` last, and only then is the
+    data file of the model that was at ``path`` removed (when graphprune wrote it and the input
+    does not read it). A reader never sees a model with data from another write. External data
+    is used when the loaded file had it (even if every external tensor was sliced into memory
+    since), when the model still has external tensors, or when its tensors would not fit a
+    protobuf. ``check`` is called on the staged file before anything is renamed; if it raises,
+    nothing is written. Stale staging folders of dead processes are swept from the folder first.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if external_data is None:
         external_data = (model.meta.get(EXTERNAL_KEY, False) or has_external_data(model)
                          or tensor_bytes(model) > PROTOBUF_LIMIT)
-    data_name = f"{path.name}.data" if external_data else None
-    _check_destination(model, path, data_name)
+    data_name = f"{path.name}.{secrets.token_hex(4)}.data" if external_data else None
+    _check_destination(model, path)
+    sweep_stale(folder)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=".graphprune-", dir=folder))
+        staging = make_staging(folder)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from exc
     try:
         ir.save(model, staging / path.name, external_data=data_name)
         if check is not None:
             check(staging / path.name)
-        if data_name:
-            os.replace(staging / data_name, folder / data_name)
-        os.replace(staging / path.name, path)
+        _replace_pair(staging, path, data_name, model)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_staging(staging)
 
 
 def _file_backed(tensor) -> bool:

@@ -1,7 +1,8 @@
 """Command line: argument parsing -> API calls, no logic of its own.
 
 Exit codes: 0 success, 1 internal error, 2 bad input or usage, 3 output not writable,
-4 the pruned model failed verification (nothing written).
+4 the pruned model failed verification (nothing written), 128 + N killed by signal N
+(130 SIGINT, 143 SIGTERM; staging removed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import click
 
 import graphprune
+from graphprune import staging
 from graphprune._io import check_output, load_model, save_model
 from graphprune.allocation import DEFAULT_ROUND_TO
 from graphprune.analysis.summary import analysis_warnings
@@ -21,7 +23,8 @@ from graphprune.bench.inputs import inputs_for_models, load_inputs, parse_input_
 from graphprune.bench.latency import DEFAULT_WARMUP
 from graphprune.bench.measure import BenchSettings, measure
 from graphprune.bench.progress import progress_bar, step
-from graphprune.bench.sweep import parse_ratios, sweep
+from graphprune.bench.sweep import parse_ratios, sweep, sweep_model_path
+from graphprune.destinations import check_destinations, check_folder, keep_original
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import SCORERS
 from graphprune.report.costs import count_costs
@@ -38,7 +41,12 @@ from graphprune.report.table import (
     print_warnings,
     terminal_console,
 )
-from graphprune.report.writers import write_prune_reports, write_sweep_reports
+from graphprune.report.writers import (
+    prune_report_paths,
+    sweep_report_paths,
+    write_prune_reports,
+    write_sweep_reports,
+)
 from graphprune.verify.resized_io import resized_inputs
 from graphprune.verify.runtime import check_runs
 from graphprune.verify.structural import check_file
@@ -73,7 +81,7 @@ _PRUNE_OPTIONS = [
     click.option("--exclude", multiple=True, metavar="PATTERN",
                  help="Leave nodes whose name matches this fnmatch pattern untouched "
                       "(repeatable)."),
-    click.option("--seed", type=int, default=0, show_default=True,
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Seed of --criterion random and of random inputs."),
 ]
 _INPUT_OPTIONS = [
@@ -140,7 +148,7 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
     for flag, value in (("--ratio", ratio), ("--heads", heads), ("--mlp", mlp)):
         if value is not None and not 0 <= value < 1:
             raise UsageError(f"{flag} must be in [0, 1), got {value}")
-    check_output(output, model, force)
+    check_output(output, model, force, reports=prune_report_paths(output))
     settings = _settings(runs, warmup, threads, providers)
     shapes = parse_input_shapes(input_shapes)
     inputs = load_inputs(model, shapes, data, samples, seed) if bench else None
@@ -151,17 +159,20 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
                                       exclude=exclude, seed=seed, debug=debug, heads=heads,
                                       mlp=mlp, resize_io=resize_io, input_shapes=shapes)
         with step(progress, "checking and writing the model"):
+            reference = keep_original(model, output) if bench else model  # --force in place
             save_model(result.model, output, check=_verify)
         measurement = None
         if bench:  # resized inputs: the pruned model reads them sliced (and has no fidelity)
             pruned_inputs = resized_inputs(inputs, result.io) if result.io else inputs
-            measurement = measure([model, output], [inputs, pruned_inputs], settings, progress)
-        report = build_report(result, source=model, output=output, measurement=measurement,
+            measurement = measure([reference, output], [inputs, pruned_inputs], settings,
+                                  progress)
+        report = build_report(result, source=reference, output=output, measurement=measurement,
                               settings={"ratio": ratio, "heads": heads, "mlp": mlp,
                                         "resize_io": list(resize_io),
                                         "criterion": criterion,
                                         "round_to": round_to, "exclude": list(exclude),
                                         "seed": seed})
+        report["input"] = str(model)
         with step(progress, "writing the reports"):
             paths = write_prune_reports(report, output)
     print_notices(report["notices"], console)
@@ -177,7 +188,8 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
 @cli.command(name="bench")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_options(_INPUT_OPTIONS, _BENCH_OPTIONS)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of random inputs.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write the results to this JSON file.")
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
@@ -186,6 +198,8 @@ def bench_command(models: tuple[Path, ...], input_shapes: tuple[str, ...], data:
                   providers: str, seed: int, json_path: Path | None, debug: bool) -> None:
     """Time MODELS interleaved in onnxruntime; fidelity of each to the first."""
     del debug
+    for path in models if json_path is not None else ():
+        check_destinations(path, [json_path])
     settings = _settings(runs, warmup, threads, providers)
     shapes = parse_input_shapes(input_shapes)
     inputs = inputs_for_models(models, shapes, data, samples, seed)
@@ -228,6 +242,9 @@ def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models
         raise UsageError(f"{out_dir}: no such folder")
     settings = _settings(runs, warmup, threads, providers)
     ratio_list = parse_ratios(ratios)
+    check_folder(out_dir)
+    kept = [sweep_model_path(out_dir, model.stem, r) for r in ratio_list] if keep_models else []
+    check_destinations(model, [*sweep_report_paths(out_dir, model), *kept])
     shapes = parse_input_shapes(input_shapes)
     inputs = load_inputs(model, shapes, data, samples, seed) if bench else None
     with progress_bar() as progress:
@@ -285,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="graphprune", standalone_mode=False)
+        with staging.signals_caught():
+            cli.main(args=args, prog_name="graphprune", standalone_mode=False)
+    except staging.Interrupted as exc:
+        click.echo(f"graphprune: {exc}", err=True)
+        return exc.exit_code
     except GraphpruneError as exc:
         if debug:
             traceback.print_exc()
@@ -296,14 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         click.echo(f"graphprune: error: {_line(exc.format_message())}", err=True)
         return 2
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # SIGINT (click turns KeyboardInterrupt into Abort)
         click.echo("graphprune: aborted", err=True)
-        return 1
+        return 130
     except Exception as exc:  # the one place an unexpected error becomes a line, not a traceback
         if debug:
             traceback.print_exc()
         click.echo(f"graphprune: internal error: {type(exc).__name__}: {_line(exc)}", err=True)
         return 1
+    finally:
+        staging.remove_all()  # what outlives its block (the original kept for --force)
     return 0
 
 

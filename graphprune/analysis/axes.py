@@ -7,14 +7,19 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from graphprune.errors import UsageError
 from graphprune.ops.base import AxisRef, is_constant, static_shape
+
+MAX_AXIS_ELEMENTS = 1 << 24  # a longer axis holds no channels: it stays whole (opaque)
+MAX_ELEMENTS = 1 << 27  # more elements than this in all axes would need gigabytes: refused
 
 
 @dataclasses.dataclass(frozen=True)
 class ChannelAxis:
     """One axis of one tensor: elements ``base .. base+size-1`` in the analysis.
 
-    ``opaque`` axes have no static size; they get one element, which is always blocked.
+    ``opaque`` axes have no static size, or more than :data:`MAX_AXIS_ELEMENTS`; they get one
+    element, which is always blocked.
     """
 
     value: ir.Value
@@ -27,6 +32,15 @@ class ChannelAxis:
     @property
     def name(self) -> str:
         return f"{self.value.name}[{self.axis}]"
+
+    @property
+    def opaque_reason(self) -> str:
+        """Why an opaque axis has no channels: no static size, or too long to follow."""
+        shape = static_shape(self.value)
+        size = shape[self.axis] if shape is not None and self.axis < len(shape) else None
+        if size is None:
+            return "has no static size"
+        return f"has {size} elements, more than the analysis follows ({MAX_AXIS_ELEMENTS})"
 
     def ids(self) -> np.ndarray:
         return np.arange(self.base, self.base + self.size)
@@ -48,8 +62,12 @@ class AxisTable:
             return self.axes[found]
         shape = static_shape(value)
         size = shape[axis] if shape is not None and axis < len(shape) else None
-        opaque = size is None
+        opaque = size is None or size > MAX_AXIS_ELEMENTS
         size = 1 if opaque else size
+        if self._next + size > MAX_ELEMENTS:
+            raise UsageError(f"the channel analysis needs more than {MAX_ELEMENTS} elements "
+                             f"(at axis {axis} of '{value.name}'); the model is too large to "
+                             "analyze in bounded memory")
         entry = ChannelAxis(value, axis, self._next, size, opaque, is_constant(value))
         self._index[key] = len(self.axes)
         self.axes.append(entry)

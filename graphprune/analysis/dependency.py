@@ -293,7 +293,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
         col.block_value(value, col.record(output))
     for entry in list(col.table.axes):
         if entry.opaque:
-            detail = f"axis {entry.axis} of '{entry.value.name}' has no static size"
+            detail = f"axis {entry.axis} of '{entry.value.name}' {entry.opaque_reason}"
             record = col.record(Blocked(BlockReason.DYNAMIC_SIZE, "", "shape", detail))
             col.blocks.append((entry.ids(), record))
     return col

@@ -38,6 +38,23 @@ def _small_known(value: ir.Value | None) -> np.ndarray | None:
     return known_array(value)
 
 
+def _range_size(inputs: list[np.ndarray]) -> int | None:
+    """Elements of ``Range(start, limit, delta)``: ``max(ceil((limit - start) / delta), 0)``."""
+    start, limit, delta = (float(np.ravel(a)[0]) if np.size(a) else 0.0 for a in inputs[:3])
+    if delta == 0 or not np.isfinite([start, limit, delta]).all():
+        return None
+    return max(int(np.ceil((limit - start) / delta)), 0)
+
+
+def _fill_size(inputs: list[np.ndarray]) -> int:
+    """Elements of ``ConstantOfShape(shape)`` (Python ints: huge dims must not overflow)."""
+    return int(np.prod([int(d) for d in np.ravel(inputs[0])], dtype=object))
+
+
+# Ops whose few input elements can describe a huge output: its size is checked before folding.
+_OUTPUT_SIZE = {"Range": _range_size, "ConstantOfShape": _fill_size}
+
+
 def _shape_value(node: ir.Node) -> np.ndarray | None:
     shape = static_shape(node.inputs[0])
     if shape is None:
@@ -124,8 +141,9 @@ def _annotate_node(node: ir.Node) -> bool:
         inputs = [_small_known(v) for v in node.inputs]
         if any(a is None and v is not None for a, v in zip(inputs, node.inputs, strict=False)):
             return False
-        if node.op_type == "ConstantOfShape" and np.prod(inputs[0]) > _MAX_ELEMENTS:
-            return False  # a large fill is no shape value: don't build it
+        size = _OUTPUT_SIZE.get(node.op_type, lambda _: 0)(inputs)
+        if size is None or size > _MAX_ELEMENTS:
+            return False  # a large fill or range is no shape value: don't build it
         outputs = _evaluate(node, inputs)
     if outputs is None or any(o is None for o in outputs):
         return False

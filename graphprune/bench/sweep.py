@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from graphprune.bench.progress import step
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.report.costs import Costs
 from graphprune.report.json_report import model_entry
+from graphprune.staging import staging_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +45,8 @@ def _model_folder(out_dir: Path, keep: bool) -> Iterator[Path]:
     if keep:
         yield out_dir
         return
-    with tempfile.TemporaryDirectory(prefix=".graphprune-sweep-", dir=out_dir) as folder:
-        yield Path(folder)
+    with staging_folder(out_dir) as folder:
+        yield folder
 
 
 def _prune_point(model: Path, ratio: float, folder: Path, prune_options: dict,

@@ -7,7 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from graphprune.destinations import check_writable_path
 from graphprune.errors import OutputError
+from graphprune.staging import prefix
 
 
 def _umask() -> int:
@@ -17,10 +19,11 @@ def _umask() -> int:
 
 
 def write_text(text: str, path: Path) -> None:
-    """Writes ``text`` to ``path`` atomically; OutputError if the folder is not writable."""
+    """Writes ``text`` to ``path`` atomically; OutputError if it cannot be written there."""
     path = Path(path)
+    check_writable_path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".graphprune-", suffix=path.suffix,
+        fd, tmp = tempfile.mkstemp(prefix=prefix(), suffix=path.suffix,
                                    dir=path.parent if str(path.parent) else ".")
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from exc
@@ -29,6 +32,9 @@ def write_text(text: str, path: Path) -> None:
             handle.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; reports are not
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, say: the old file stays, the staged one goes
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,0 +1,148 @@
+"""Staging folders beside a destination, their cleanup, and signals while files are written.
+
+Every file is staged in ``.graphprune-<pid>-<random>`` (a folder, or one temporary file) in the
+destination's folder and renamed into place. The pid in the name lets a later run tell a stale
+staging folder (its process is gone, it is older than :data:`STALE_AFTER_S`) from one in use;
+:func:`sweep_stale` removes the stale ones before anything new is staged.
+
+While the CLI runs, SIGTERM and SIGHUP raise :class:`Interrupted` (SIGINT raises Python's
+``KeyboardInterrupt``), so the ``finally`` blocks that remove staging run; the CLI then exits
+with 128 + the signal number (130 for SIGINT, 143 for SIGTERM). :func:`signals_deferred`
+holds signals back over the few renames that replace a model and its data, so a signal never
+lands between them. SIGKILL cannot be caught: what it leaves is swept by a later run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+PREFIX = ".graphprune-"
+STALE_AFTER_S = 3600.0  # a dead process's staging younger than this is left alone
+_OWNER = re.compile(r"\.graphprune-(\d+)-")
+_CAUGHT = (signal.SIGTERM, signal.SIGHUP)
+_DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_active: set[Path] = set()
+
+
+class Interrupted(BaseException):
+    """A caught termination signal; unwinds like ``KeyboardInterrupt`` (exit 128 + signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
+def prefix() -> str:
+    """``.graphprune-<pid>-``: the name prefix of this process's staging."""
+    return f"{PREFIX}{os.getpid()}-"
+
+
+def make_staging(folder: Path) -> Path:
+    """A new staging folder in ``folder`` (OSError if it cannot be made), registered for cleanup."""
+    path = Path(tempfile.mkdtemp(prefix=prefix(), dir=folder))
+    _active.add(path)
+    return path
+
+
+def remove_staging(path: Path) -> None:
+    """Removes one staging folder (whatever it holds) and forgets it."""
+    shutil.rmtree(path, ignore_errors=True)
+    _active.discard(path)
+
+
+def remove_all() -> None:
+    """Removes every staging folder this process still has (the CLI calls it on the way out)."""
+    for path in list(_active):
+        remove_staging(path)
+
+
+@contextlib.contextmanager
+def staging_folder(folder: Path) -> Iterator[Path]:
+    """A staging folder in ``folder`` for the duration of the block."""
+    path = make_staging(folder)
+    try:
+        yield path
+    finally:
+        remove_staging(path)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid < 2**31  # another user's live process; an impossible pid owns nothing
+    return True
+
+
+def sweep_stale(folder: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Removes staging in ``folder`` whose process is gone and that is older than ``max_age_s``.
+
+    Only names with an owner pid (``.graphprune-<pid>-...``) are considered; errors are ignored
+    (a folder that cannot be listed has nothing to sweep). Returns what was removed.
+    """
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        owner = _OWNER.match(entry.name)
+        if owner is None or _alive(int(owner.group(1))):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < max_age_s:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _raise_interrupted(signum, frame) -> None:
+    del frame
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_caught() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Interrupted` in the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_interrupted) for s in _CAUGHT}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Holds SIGINT, SIGTERM and SIGHUP back in the block; they arrive right after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
