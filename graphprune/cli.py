@@ -16,13 +16,13 @@ from rich.console import Console
 import graphprune
 from graphprune._io import check_output, load_model, save_model
 from graphprune.allocation import DEFAULT_ROUND_TO
-from graphprune.bench.inputs import inputs_for_models, load_inputs, parse_input_shapes
 from graphprune.bench.latency import DEFAULT_WARMUP
 from graphprune.bench.measure import BenchSettings, measure
 from graphprune.bench.progress import progress_bar, step
 from graphprune.bench.sweep import parse_ratios, sweep
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import SCORERS
+from graphprune.inputs import inputs_for_models, load_inputs, parse_input_shapes
 from graphprune.report.costs import count_costs
 from graphprune.report.files import write_json
 from graphprune.report.json_report import bench_report, build_report
@@ -34,8 +34,7 @@ from graphprune.report.table import (
     print_sweep,
 )
 from graphprune.report.writers import write_prune_reports, write_sweep_reports
-from graphprune.verify.runtime import check_runs
-from graphprune.verify.structural import check_file
+from graphprune.verify.runtime import SelfCheck
 
 
 class _DefaultToPrune(click.Group):
@@ -53,10 +52,16 @@ def cli() -> None:
     """Structured pruning of ONNX models: `graphprune model.onnx --ratio 0.5`."""
 
 
-def _verify(staged: Path) -> None:
-    """Checks run on the staged output before it is renamed into place."""
-    check_file(staged)
-    check_runs(staged)
+CHECK_BATCHES = 2  # batches the self-check and the oracle run on
+
+
+def _job_inputs(model: Path, input_shapes, data, samples, seed, bench: bool):
+    """The job's inputs and its self-check, after checking that the input model runs on them."""
+    inputs = load_inputs(model, parse_input_shapes(input_shapes), data,
+                         samples if bench else CHECK_BATCHES, seed)
+    check = SelfCheck(model, inputs.batches[:CHECK_BATCHES])
+    check.check_input()
+    return inputs, check
 
 
 _PRUNE_OPTIONS = [
@@ -72,7 +77,8 @@ _PRUNE_OPTIONS = [
 ]
 _INPUT_OPTIONS = [
     click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
-                 help="Size of an input's symbolic dims (default: batch 1, image H, W 224)."),
+                 help="Size of an input's symbolic dims (default: batch 1, image H, W 224, "
+                      "others 128)."),
     click.option("--data", type=click.Path(path_type=Path), default=None,
                  help="Inputs: a .npy/.npz file, a folder of them, or a folder of images "
                       "(default: random)."),
@@ -114,33 +120,36 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
 @click.option("--bench/--no-bench", default=True, show_default=True,
               help="Measure latency and fidelity of the original and the pruned model.")
 @_options(_INPUT_OPTIONS, _BENCH_OPTIONS)
+@click.option("--oracle/--no-oracle", default=True, show_default=True,
+              help="Check the written model against the masked original (mask equivalence).")
 @click.option("--force", is_flag=True, help="Allow overwriting the input model.")
 @click.option("--debug", is_flag=True,
               help="Strict checks after the rewrite; tracebacks on errors.")
 def prune(model: Path, ratio: float, output: Path | None, criterion: str, round_to: int,
           exclude: tuple[str, ...], seed: int, bench: bool, input_shapes: tuple[str, ...],
           data: Path | None, samples: int | None, threads: int | None, runs: int | None,
-          warmup: int, providers: str, force: bool, debug: bool) -> None:
+          warmup: int, providers: str, oracle: bool, force: bool, debug: bool) -> None:
     """Prune MODEL; write the pruned model and JSON and HTML reports."""
     output = output or model.with_name(f"{model.stem}.pruned.onnx")
     if not 0 <= ratio < 1:
         raise UsageError(f"--ratio must be in [0, 1), got {ratio}")
     check_output(output, model, force)
     settings = _settings(runs, warmup, threads, providers)
-    inputs = (load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
-              if bench else None)
     console = Console(stderr=False)
     with progress_bar() as progress:
+        with step(progress, "checking the input model"):
+            inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
         with step(progress, "pruning"):
             result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
                                       exclude=exclude, seed=seed, debug=debug)
+        check.masks = result.masks if oracle else None
         with step(progress, "checking and writing the model"):
-            save_model(result.model, output, check=_verify)
+            save_model(result.model, output, check=check)
         measurement = measure([model, output], inputs, settings, progress) if bench else None
         report = build_report(result, source=model, output=output, measurement=measurement,
                               settings={"ratio": ratio, "criterion": criterion,
                                         "round_to": round_to, "exclude": list(exclude),
-                                        "seed": seed})
+                                        "seed": seed}, oracle=check.oracle)
         with step(progress, "writing the reports"):
             paths = write_prune_reports(report, output)
     print_notices(report["notices"], console)
@@ -201,11 +210,10 @@ def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models
         raise UsageError(f"{out_dir}: no such folder")
     settings = _settings(runs, warmup, threads, providers)
     ratio_list = parse_ratios(ratios)
-    inputs = (load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
-              if bench else None)
+    inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
     with progress_bar() as progress:
-        report = sweep(model, ratio_list, out_dir, inputs, settings, keep_models=keep_models,
-                       check=_verify, progress=progress,
+        report = sweep(model, ratio_list, out_dir, inputs if bench else None, settings,
+                       keep_models=keep_models, check=check, progress=progress,
                        prune_options={"criterion": criterion, "round_to": round_to,
                                       "exclude": list(exclude), "seed": seed})
         with step(progress, "writing the reports"):

@@ -34,7 +34,7 @@ def print_notices(notices: list[str], console: Console) -> None:
 
 
 def print_summary(report: dict, console: Console) -> None:
-    """Groups (largest first, at most 25 rows), before/after totals, latency and fidelity."""
+    """Groups (largest first, at most 25 rows), totals, latency, fidelity and the oracle."""
     table = Table(title="Channel groups", title_justify="left")
     table.add_column("group")
     table.add_column("tensors", justify="right")
@@ -56,6 +56,12 @@ def print_summary(report: dict, console: Console) -> None:
         for row in fidelity:
             fid.add_row(*row)
         console.print(fid)
+    oracle = report.get("oracle")
+    if oracle:
+        console.print(f"mask-equivalence oracle (pruned vs masked original, "
+                      f"{oracle['batches']} batches): relative error "
+                      f"{oracle['relative_error']:.2g}, tolerance {oracle['tolerance']:.0e}",
+                      markup=False, highlight=False)
     if report.get("environment"):
         console.print(f"measured on {environment_line(report['environment'])}", markup=False,
                       highlight=False)
