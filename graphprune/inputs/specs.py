@@ -5,7 +5,8 @@ A symbolic dim takes its size from ``--input-shape NAME=D1,D2,...``; inputs that
 
 - the leading (batch) dim is 1;
 - the two spatial dims of an image-like rank-4 input are 224, NCHW or NHWC alike (the channel
-  axis is the static one of size 1, 3 or 4 at axis 1 or 3; axis 1 when both or neither are);
+  axis is the static one of size 1, 3 or 4 at axis 1 or 3, see :func:`channel_axis`), a
+  symbolic channel dim 3;
 - any other symbolic dim of an input of rank 2 or 3 (a token or time sequence, say) is 128, and
   of a higher rank 16: never 1, so that a 3x3 conv never sees a 1x1 image.
 """
@@ -99,15 +100,20 @@ def declared_inputs(proto: onnx.ModelProto) -> list[tuple[str, Declared, np.dtyp
 
 
 def channel_axis(dims: Declared) -> int | None:
-    """1 (NCHW) or 3 (NHWC) for a rank-4 input (see the module docstring), else None."""
+    """1 (NCHW) or 3 (NHWC) for a rank-4 input (see the module docstring), else None.
+
+    Axis 1 when it holds 1, 3 or 4; else axis 3 when it does; else axis 1 when it is static;
+    else axis 3 when it is static and the dim before it symbolic (``[N, H, W, 64]``); else 1.
+    """
     if len(dims) != 4:
         return None
-    first, last = dims[1], dims[3]
-    if first in _IMAGE_CHANNELS or (last not in _IMAGE_CHANNELS and isinstance(first, int)):
+    if dims[1] in _IMAGE_CHANNELS:
         return 1
-    if last in _IMAGE_CHANNELS or isinstance(last, int):
+    if dims[3] in _IMAGE_CHANNELS:
         return 3
-    return 1
+    if isinstance(dims[1], int):
+        return 1
+    return 3 if isinstance(dims[3], int) and isinstance(dims[2], str) else 1
 
 
 def _default_dim(dims: Declared, axis: int) -> int:

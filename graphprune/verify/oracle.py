@@ -53,22 +53,39 @@ def _divisor_names(model: ir.Model) -> set[str]:
             if n.op_type == "Div" and len(n.inputs) > 1 and n.inputs[1] is not None}
 
 
+def _masked_array(array: np.ndarray, cuts, fill: int) -> np.ndarray:
+    array = np.array(array, copy=True)
+    for axis, kept in cuts:
+        drop = np.setdiff1d(np.arange(array.shape[axis]), kept)
+        index = [slice(None)] * array.ndim
+        index[axis] = drop
+        array[tuple(index)] = fill
+    return array
+
+
+def _lazy(tensor, cuts, fill: int, name: str) -> ir.LazyTensor:
+    """The masked tensor, built when it is written (one tensor in memory at a time)."""
+    return ir.LazyTensor(lambda: ir.tensor(_masked_array(tensor.numpy(), cuts, fill), name=name),
+                         dtype=tensor.dtype, shape=tensor.shape, name=name)
+
+
 def apply_masks(model: ir.Model, masks: Masks) -> ir.Model:
-    """Sets, in ``model``, every entry outside the kept indices to 0 (1 for divisors)."""
+    """Sets, in ``model``, every entry outside the kept indices to 0 (1 for divisors).
+
+    Initializers are masked lazily (when written or read); ``Constant`` nodes at once.
+    """
     values = _values_by_name(model)
     divisors = _divisor_names(model)
     for name, cuts in masks.items():
         value = values.get(name)
+        fill = 1 if name in divisors else 0
+        if value is not None and value.const_value is not None and not value.is_graph_input():
+            value.const_value = _lazy(value.const_value, list(cuts), fill, name)
+            continue
         array = constant_array(value) if value is not None else None
         if array is None:
             raise VerificationError(f"oracle: no constant '{name}' in the input model to mask")
-        array = np.array(array, copy=True)
-        for axis, kept in cuts:
-            drop = np.setdiff1d(np.arange(array.shape[axis]), kept)
-            index = [slice(None)] * array.ndim
-            index[axis] = drop
-            array[tuple(index)] = 1 if name in divisors else 0
-        set_constant(value, array)
+        set_constant(value, _masked_array(array, cuts, fill))
     return model
 
 
