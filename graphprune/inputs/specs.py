@@ -7,6 +7,8 @@ A symbolic dim takes its size from ``--input-shape NAME=D1,D2,...``; inputs that
 - the two spatial dims of an image-like rank-4 input are 224, NCHW or NHWC alike (the channel
   axis is the static one of size 1, 3 or 4 at axis 1 or 3, see :func:`channel_axis`), a
   symbolic channel dim 3;
+- the second dim of a rank-2 float input (audio samples, in practice: feature vectors have a
+  static size) is 16000, one second at 16 kHz;
 - any other symbolic dim of an input of rank 2 or 3 (a token or time sequence, say) is 128, and
   of a higher rank 16: never 1, so that a 3x3 conv never sees a 1x1 image.
 """
@@ -28,6 +30,7 @@ DEFAULT_BATCH = 1
 DEFAULT_SPATIAL = 224
 DEFAULT_SEQUENCE = 128
 DEFAULT_DIM = 16
+DEFAULT_AUDIO = 16000
 _IMAGE_CHANNELS = (1, 3, 4)
 
 Declared = tuple[int | str, ...]
@@ -116,9 +119,11 @@ def channel_axis(dims: Declared) -> int | None:
     return 3 if isinstance(dims[3], int) and isinstance(dims[2], str) else 1
 
 
-def _default_dim(dims: Declared, axis: int) -> int:
+def _default_dim(dims: Declared, axis: int, dtype: np.dtype) -> int:
     if axis == 0:
         return DEFAULT_BATCH
+    if len(dims) == 2 and np.issubdtype(dtype, np.floating):
+        return DEFAULT_AUDIO
     layout = channel_axis(dims)
     if layout is not None:
         spatial = (2, 3) if layout == 1 else (1, 2)
@@ -141,10 +146,10 @@ def _symbol_sizes(declared, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, 
         for d, g in zip(dims, shapes.get(name, ()), strict=False):
             if isinstance(d, str) and d != "?":
                 sizes.setdefault(d, g)
-    for _, dims, _ in declared:
+    for _, dims, dtype in declared:
         for axis, d in enumerate(dims):
             if isinstance(d, str) and d != "?":
-                sizes.setdefault(d, _default_dim(dims, axis))
+                sizes.setdefault(d, _default_dim(dims, axis, dtype))
     return sizes
 
 
@@ -184,7 +189,7 @@ def resolve_specs(model: str | os.PathLike | onnx.ModelProto,
             shape = shapes[name]
         else:
             shape = tuple(d if isinstance(d, int) else
-                          sizes.get(d) or _default_dim(dims, axis)
+                          sizes.get(d) or _default_dim(dims, axis, dtype)
                           for axis, d in enumerate(dims))
         specs.append(InputSpec(name, dims, tuple(shape), dtype, channel_axis(dims)))
     return tuple(specs)

@@ -141,4 +141,5 @@ class SelfCheck:
         check_file(staged)
         outputs = check_runs(staged, self.feeds, self.source, self.reference)
         if self.masks is not None:
-            self.oracle = check_oracle(self.source, staged, self.masks, self.feeds, outputs)
+            self.oracle = check_oracle(self.source, staged, self.masks, self.feeds, outputs,
+                                       self.reference)
