@@ -227,3 +227,16 @@ def test_oracle_catches_a_model_that_is_not_the_masked_original(tmp_path):
     assert good.passed and good.relative_error <= 1e-4 and good.batches == 2
     with pytest.raises(VerificationError, match="masked original"):
         check_oracle(source, pruned, {}, feeds)  # unmasked: the removed channels still count
+
+
+def test_oracle_scale_is_the_originals_where_the_masked_output_cancels():
+    from graphprune.verify.oracle import compare
+
+    masked, pruned = [[np.array([6e-8, 0.0], np.float32)]], [[np.array([9e-8, 0.0], np.float32)]]
+    assert not compare(["y"], masked, pruned).passed  # judged at its own, ~0 scale
+    original = [[np.array([0.02, 0.01], np.float32)]]
+    assert compare(["y"], masked, pruned, original=original).passed
+    wrong = [[np.array([0.01, 0.0], np.float32)]]
+    assert not compare(["y"], masked, wrong, original=original).passed
+    ints = compare(["q"], [[np.array([10, 200], np.uint8)]], [[np.array([11, 200], np.uint8)]])
+    assert ints.passed and ints.tolerance == pytest.approx(1 / 200)  # one quantization step
