@@ -89,8 +89,8 @@ g (float[1, 4] x, float[4, 8] w1, float[8, 3] w2, int64[1] k) => (float[1, 1] v)
 DOMAINS = """
 <ir_version: 8, opset_import: ["" : 17]>
 g (int64[B, S] ids, int64[B, S] attention, bool[1] flag, int64[B, S] count, float[10, 4] pos,
-   float[1] one, float[1] big)
-  => (float[B, S, 1, 4] p, float[B, 1, S] m, bool[1] f, int64[B, S] c) {
+   float[1] one, float[1] big, int64[] rate)
+  => (float[B, S, 1, 4] p, float[B, 1, S] m, bool[1] f, int64[B, S] c, bool[] e) {
   i32 = Cast <to = 6> (ids)
   axes = Constant <value = int64[1] {2}> ()
   u = Unsqueeze(i32, axes)
@@ -104,6 +104,8 @@ g (int64[B, S] ids, int64[B, S] attention, bool[1] flag, int64[B, S] count, floa
   m = Mul(inv, big)
   f = Not(flag)
   c = Identity(count)
+  hz = Constant <value = int64 {16000}> ()
+  e = Equal(rate, hz)
 }
 """
 
@@ -163,6 +165,7 @@ def test_domains_follow_casts_shifts_and_masks():
     assert set(np.unique(second["attention"])) <= {0, 1}
     assert np.all(second["attention"][:, 0] == 1)  # padded, never empty
     assert first["ids"].max() < 8 and first["count"].max() < 2
+    assert domains["rate"].kind == "choice" and first["rate"] == 16000  # Equal picks a branch
 
 
 def test_default_shapes_never_shrink_images_or_sequences():

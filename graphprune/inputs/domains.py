@@ -10,9 +10,11 @@ Concat, ..., Add/Sub of a constant, which shifts them) to the ops that index a t
 Values are drawn in the intersection of the ranges of every table reached (the smallest table
 wins: ``token_type_ids`` on a 2-row table are 0 or 1). An input named like a mask, or one reaching
 a Where condition, a logical op, or a Mul/Sub after a Cast to float (an attention mask) is a
-*mask* (0/1, mostly ones); a bool input is 0/1 too. Other integer inputs get small non-negative
-values and float inputs standard-normal ones. Tables are read by shape only: no tensor data is
-loaded, and shapes come from initializers, ``Constant`` nodes and ONNX shape inference.
+*mask* (0/1, mostly ones); a bool input is 0/1 too. An integer input compared for equality with
+a constant (``Equal(sr, 16000)`` choosing a branch) takes that constant. Other integer inputs
+get small non-negative values and float inputs standard-normal ones. Tables are read by shape
+only: no tensor data is loaded, and shapes come from initializers, ``Constant`` nodes and ONNX
+shape inference.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ _MASK_ARITHMETIC = {"Mul", "Sub"}
 
 @dataclasses.dataclass(frozen=True)
 class ValueDomain:
-    """The values one input takes: ``kind`` is float, index, mask, int or bool.
+    """The values one input takes: ``kind`` is float, index, mask, choice, int or bool.
 
     ``low``/``high`` bound an index or int input (``high`` exclusive); ``table`` names the
     smallest table an index input reaches.
@@ -173,6 +175,7 @@ class _Reach:
     high: int | None = None
     table: str | None = None
     mask: bool = False
+    choices: list[int] = dataclasses.field(default_factory=list)
 
     def bound(self, high: int, shift: int, table: str) -> None:
         """Values ``v + shift`` must lie in ``[0, high)``."""
@@ -207,6 +210,10 @@ def _visit(graph: _Graph, node, index: int, shift: int, cast: bool, reach: _Reac
         reach.mask = True
     if key[1] in _MASK_ARITHMETIC and cast and not key[0]:
         reach.mask = True
+    if key == ("", "Equal") and len(node.input) == 2:
+        other = graph.scalar(node.input[1 - index])
+        if other is not None:
+            reach.choices.append(other - shift)
     if key[0]:
         return
     passes = _PASS_THROUGH.get(node.op_type, ())
@@ -247,6 +254,8 @@ def _classify(name: str, dtype: np.dtype, reach: _Reach) -> ValueDomain:
         return ValueDomain("index", reach.low, max(reach.high, reach.low + 1), reach.table)
     if reach.mask or "mask" in name.lower():
         return ValueDomain("mask", 0, 2)
+    if reach.choices and np.issubdtype(dtype, np.integer):
+        return ValueDomain("choice", reach.choices[0], reach.choices[0] + 1)
     if dtype == np.bool_:
         return ValueDomain("bool", 0, 2)
     if np.issubdtype(dtype, np.floating):
