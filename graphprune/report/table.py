@@ -61,7 +61,7 @@ def print_summary(report: dict, console: Console) -> None:
         console.print(f"mask-equivalence oracle (pruned vs masked original, "
                       f"{oracle['batches']} batches): relative error "
                       f"{oracle['relative_error']:.2g}, tolerance {oracle['tolerance']:.0e}",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
     if report.get("environment"):
         console.print(f"measured on {environment_line(report['environment'])}", markup=False,
                       highlight=False)
