@@ -40,10 +40,10 @@ import torch  # noqa: E402
 
 import graphprune  # noqa: E402
 from graphprune._io import load_model, save_model  # noqa: E402
-from graphprune.bench.inputs import load_inputs  # noqa: E402
 from graphprune.bench.latency import cpu_latency  # noqa: E402
 from graphprune.bench.measure import fidelity_to_first  # noqa: E402
 from graphprune.bench.system import environment, physical_cores  # noqa: E402
+from graphprune.inputs import load_inputs  # noqa: E402
 from graphprune.report.costs import count_costs  # noqa: E402
 from models.export import TORCHSCRIPT_OPSET, export, output_names  # noqa: E402
 from models.zoo import ZOO  # noqa: E402

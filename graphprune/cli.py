@@ -19,7 +19,6 @@ from graphprune import staging
 from graphprune._io import check_output, load_model, save_model
 from graphprune.allocation import DEFAULT_ROUND_TO
 from graphprune.analysis.summary import analysis_warnings
-from graphprune.bench.inputs import inputs_for_models, load_inputs, parse_input_shapes
 from graphprune.bench.latency import DEFAULT_WARMUP
 from graphprune.bench.measure import BenchSettings, measure
 from graphprune.bench.progress import progress_bar, step
@@ -27,6 +26,7 @@ from graphprune.bench.sweep import parse_ratios, sweep, sweep_model_path
 from graphprune.destinations import check_destinations, check_folder, keep_original
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import SCORERS
+from graphprune.inputs import inputs_for_models, load_inputs, parse_input_shapes
 from graphprune.report.costs import count_costs
 from graphprune.report.files import write_json
 from graphprune.report.format import printable
@@ -48,8 +48,7 @@ from graphprune.report.writers import (
     write_sweep_reports,
 )
 from graphprune.verify.resized_io import resized_inputs
-from graphprune.verify.runtime import check_runs
-from graphprune.verify.structural import check_file
+from graphprune.verify.runtime import SelfCheck
 
 
 class _DefaultToPrune(click.Group):
@@ -67,10 +66,16 @@ def cli() -> None:
     """Structured pruning of ONNX models: `graphprune model.onnx --ratio 0.5`."""
 
 
-def _verify(staged: Path) -> None:
-    """Checks run on the staged output before it is renamed into place."""
-    check_file(staged)
-    check_runs(staged)
+CHECK_BATCHES = 2  # batches the self-check and the oracle run on
+
+
+def _job_inputs(model: Path, input_shapes, data, samples, seed, bench: bool):
+    """The job's inputs and its self-check, after checking that the input model runs on them."""
+    inputs = load_inputs(model, parse_input_shapes(input_shapes), data,
+                         samples if bench else CHECK_BATCHES, seed)
+    check = SelfCheck(model, inputs.batches[:CHECK_BATCHES])
+    check.check_input()
+    return inputs, check
 
 
 _PRUNE_OPTIONS = [
@@ -86,7 +91,8 @@ _PRUNE_OPTIONS = [
 ]
 _INPUT_OPTIONS = [
     click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
-                 help="Size of an input's symbolic dims (default: batch 1, image H, W 224)."),
+                 help="Size of an input's symbolic dims (default: batch 1, image H, W 224, "
+                      "others 128)."),
     click.option("--data", type=click.Path(path_type=Path), default=None,
                  help="Inputs: a .npy/.npz file, a folder of them, or a folder of images "
                       "(default: random)."),
@@ -135,6 +141,8 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
 @click.option("--bench/--no-bench", default=True, show_default=True,
               help="Measure latency and fidelity of the original and the pruned model.")
 @_options(_INPUT_OPTIONS, _BENCH_OPTIONS)
+@click.option("--oracle/--no-oracle", default=True, show_default=True,
+              help="Check the written model against the masked original (mask equivalence).")
 @click.option("--force", is_flag=True, help="Allow overwriting the input model.")
 @click.option("--debug", is_flag=True,
               help="Strict checks after the rewrite; tracebacks on errors.")
@@ -142,7 +150,7 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
           resize_io: tuple[str, ...], output: Path | None, criterion: str, round_to: int,
           exclude: tuple[str, ...], seed: int, bench: bool, input_shapes: tuple[str, ...],
           data: Path | None, samples: int | None, threads: int | None, runs: int | None,
-          warmup: int, providers: str, force: bool, debug: bool) -> None:
+          warmup: int, providers: str, oracle: bool, force: bool, debug: bool) -> None:
     """Prune MODEL; write the pruned model and JSON and HTML reports."""
     output = output or model.with_name(f"{model.stem}.pruned.onnx")
     for flag, value in (("--ratio", ratio), ("--heads", heads), ("--mlp", mlp)):
@@ -150,17 +158,20 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
             raise UsageError(f"{flag} must be in [0, 1), got {value}")
     check_output(output, model, force, reports=prune_report_paths(output))
     settings = _settings(runs, warmup, threads, providers)
-    shapes = parse_input_shapes(input_shapes)
-    inputs = load_inputs(model, shapes, data, samples, seed) if bench else None
     console = terminal_console()
     with progress_bar() as progress:
+        with step(progress, "checking the input model"):
+            inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
         with step(progress, "pruning"):
             result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
                                       exclude=exclude, seed=seed, debug=debug, heads=heads,
-                                      mlp=mlp, resize_io=resize_io, input_shapes=shapes)
+                                      mlp=mlp, resize_io=resize_io,
+                                      input_shapes=parse_input_shapes(input_shapes))
+        check.masks = result.masks if oracle else None
+        check.io = result.io
         with step(progress, "checking and writing the model"):
             reference = keep_original(model, output) if bench else model  # --force in place
-            save_model(result.model, output, check=_verify)
+            save_model(result.model, output, check=check)
         measurement = None
         if bench:  # resized inputs: the pruned model reads them sliced (and has no fidelity)
             pruned_inputs = resized_inputs(inputs, result.io) if result.io else inputs
@@ -171,7 +182,7 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
                                         "resize_io": list(resize_io),
                                         "criterion": criterion,
                                         "round_to": round_to, "exclude": list(exclude),
-                                        "seed": seed})
+                                        "seed": seed}, oracle=check.oracle)
         report["input"] = str(model)
         with step(progress, "writing the reports"):
             paths = write_prune_reports(report, output)
@@ -245,14 +256,13 @@ def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models
     check_folder(out_dir)
     kept = [sweep_model_path(out_dir, model.stem, r) for r in ratio_list] if keep_models else []
     check_destinations(model, [*sweep_report_paths(out_dir, model), *kept])
-    shapes = parse_input_shapes(input_shapes)
-    inputs = load_inputs(model, shapes, data, samples, seed) if bench else None
+    inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
     with progress_bar() as progress:
-        report = sweep(model, ratio_list, out_dir, inputs, settings, keep_models=keep_models,
-                       check=_verify, progress=progress,
+        report = sweep(model, ratio_list, out_dir, inputs if bench else None, settings,
+                       keep_models=keep_models, check=check, progress=progress,
                        prune_options={"criterion": criterion, "round_to": round_to,
                                       "exclude": list(exclude), "seed": seed,
-                                      "input_shapes": shapes})
+                                      "input_shapes": parse_input_shapes(input_shapes)})
         with step(progress, "writing the reports"):
             paths = write_sweep_reports(report, out_dir, model)
     console = terminal_console()

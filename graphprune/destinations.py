@@ -128,22 +128,22 @@ def check_destinations(source: Path, paths: Sequence[Path], *, model_output: Pat
                 raise UsageError(f"{path}: output would overwrite the input (use --force)")
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def _copy(source: Path, target: Path) -> None:
+    """Copies ``source`` to ``target``.
+
+    Not a hard link: onnxruntime and ``onnx.checker`` refuse data files with several links, and
+    the save-time checks read the input while the copy exists.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or one without hard links
-        shutil.copy2(source, target)
+    shutil.copy2(source, target)
 
 
 def keep_original(model: Path, output: Path) -> Path:
     """A path that still reads the original ``model`` after ``output`` has replaced it.
 
     When ``output`` is ``model`` itself (``--force`` in place), the model and its data files are
-    hard-linked (copied where links fail) into a staging folder beside it, which lives until the
+    copied into a staging folder beside it, which lives until the
     CLI exits (:func:`graphprune.staging.remove_all`); otherwise ``model`` is returned as is.
-    Call it after the input has been loaded: ``onnx.checker`` refuses data files with several
-    hard links (until the write unlinks the old data, the link and the original are two).
     """
     model, output = Path(model), Path(output)
     if not (model.is_file() and output.exists() and same_file(model, output)):
@@ -151,7 +151,7 @@ def keep_original(model: Path, output: Path) -> Path:
     try:
         staging = make_staging(model.parent)
         for path in input_files(model):
-            _link_or_copy(path, staging / os.path.relpath(path, model.parent))
+            _copy(path, staging / os.path.relpath(path, model.parent))
     except OSError as exc:
         raise OutputError(f"{model}: cannot keep the original for measurement "
                           f"({exc.strerror or exc})") from exc

@@ -10,11 +10,11 @@ import pytest
 
 from graphprune.bench import cuda, latency
 from graphprune.bench.fidelity import compare_output, compare_outputs
-from graphprune.bench.inputs import load_inputs, parse_input_shapes, resolve_specs
 from graphprune.bench.measure import BenchSettings, measure
 from graphprune.bench.system import cpu_model, physical_cores
 from graphprune.cli import main
 from graphprune.errors import InputError, UsageError
+from graphprune.inputs import load_inputs, parse_input_shapes, resolve_specs
 
 FAST = ["--runs", "3", "--warmup", "1", "--samples", "4"]
 

@@ -97,3 +97,15 @@ def test_ratio_zero_output_matches_input(model_path, tmp_path):
     proto, pruned = onnx.load(model_path), onnx.load(out)
     feeds = feeds_for(proto)
     assert relative_error(run(proto, feeds), run(pruned, feeds)) == 0.0
+
+
+def test_oracle_error_is_reported_and_can_be_skipped(model_path, tmp_path, capsys):
+    out = tmp_path / "oracle.onnx"
+    assert main([str(model_path), "--round-to", "8", "--no-bench", "-o", str(out)]) == 0
+    oracle = json.loads((tmp_path / "oracle.report.json").read_text())["oracle"]
+    assert 0 <= oracle["relative_error"] <= oracle["tolerance"] == 1e-4
+    assert oracle["passed"] and oracle["batches"] == 2 and set(oracle["outputs"]) == {"output"}
+    assert "mask-equivalence oracle" in capsys.readouterr().out
+    assert main([str(model_path), "--round-to", "8", "--no-bench", "--no-oracle",
+                 "-o", str(out)]) == 0
+    assert json.loads((tmp_path / "oracle.report.json").read_text())["oracle"] is None

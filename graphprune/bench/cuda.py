@@ -17,7 +17,6 @@ from pathlib import Path
 import onnx
 from rich.progress import Progress
 
-from graphprune.bench.inputs import Batch
 from graphprune.bench.latency import (
     DEFAULT_BUDGET_S,
     DEFAULT_WARMUP,
@@ -28,6 +27,7 @@ from graphprune.bench.latency import (
     shape_representatives,
 )
 from graphprune.errors import one_line
+from graphprune.inputs import Batch
 
 PROVIDER = "CUDAExecutionProvider"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from graphprune.bench.inputs import Batch
 from graphprune.bench.progress import step
 from graphprune.bench.system import physical_cores
+from graphprune.inputs import Batch
 from graphprune.verify.runtime import random_feeds
 
 MIN_RUNS = 20

@@ -16,7 +16,6 @@ from rich.progress import Progress
 
 from graphprune.bench.cuda import cuda_latency, cuda_unavailable
 from graphprune.bench.fidelity import Outputs, compare_outputs
-from graphprune.bench.inputs import Inputs
 from graphprune.bench.latency import (
     DEFAULT_BUDGET_S,
     DEFAULT_WARMUP,
@@ -27,6 +26,7 @@ from graphprune.bench.latency import (
 from graphprune.bench.progress import step
 from graphprune.bench.system import environment, gpu_name, physical_cores
 from graphprune.errors import UsageError
+from graphprune.inputs import Inputs
 
 PROVIDERS = ("cpu", "cuda")
 

@@ -16,10 +16,10 @@ from rich.progress import Progress
 import graphprune
 from graphprune._io import save_model
 from graphprune.analysis.summary import merge_point_warnings
-from graphprune.bench.inputs import Inputs
 from graphprune.bench.measure import BenchSettings, Measurement, measure
 from graphprune.bench.progress import step
 from graphprune.errors import GraphpruneError, UsageError
+from graphprune.inputs import Inputs
 from graphprune.report.costs import Costs
 from graphprune.report.json_report import model_entry
 from graphprune.staging import staging_folder

@@ -1,7 +1,7 @@
 """Concrete shapes: graph-input sizes resolved, then propagated through a weightless copy.
 
 A symbolic graph-input dim takes its size from ``--input-shape`` or the defaults the measurement
-inputs use (graphprune.bench.inputs). ONNX shape inference with data propagation then runs on a
+inputs use (graphprune.inputs). ONNX shape inference with data propagation then runs on a
 proto of the model whose large initializers are typed inputs without data, and the result is read
 back as shapes by value name, per graph (subgraphs paired with the model's by node order). Where
 ONNX inference leaves a main-graph value unknown, the analysis' static-value sweep completes it.
@@ -14,7 +14,6 @@ from collections.abc import Mapping
 import onnx
 import onnx_ir as ir
 
-from graphprune.errors import UsageError
 from graphprune.ops.base import static_shape
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -47,44 +46,24 @@ def declared_inputs(model: ir.Model) -> list[tuple[str, tuple[int | str, ...] | 
 
 def input_shapes(model: ir.Model, shapes: Shapes | None = None
                  ) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """Every graph input's concrete shape, and notes for symbolic dims counted as 1.
+    """Every graph input's concrete shape, and notes for inputs whose rank is unknown.
 
-    Sizes come from ``shapes`` (``""`` names the only input), else the measurement defaults; a
-    symbolic dim those do not cover counts as 1, with a note. Raises UsageError when ``shapes``
-    names no input or disagrees with a static dim.
+    Sizes come from ``shapes`` (``""`` names the only input), else the defaults of the one input
+    module (:func:`graphprune.inputs.resolve_specs`, which also raises UsageError when ``shapes``
+    names no input or disagrees with a static dim).
     """
-    from graphprune.bench.inputs import _default_dim, _resolve  # moving to graphprune/inputs
+    from graphprune.inputs import resolve_specs
 
-    declared = declared_inputs(model)
-    given = dict(shapes or {})
-    if "" in given:
-        if len(declared) != 1:
-            raise UsageError("--input-shape without NAME= needs a model with exactly one input "
-                             f"(this one has {', '.join(n for n, _ in declared)})")
-        given[declared[0][0]] = given.pop("")
-    unknown = set(given) - {name for name, _ in declared}
-    if unknown:
-        raise UsageError(f"--input-shape names no input of the model: {', '.join(sorted(unknown))}"
-                         f" (inputs: {', '.join(n for n, _ in declared)})")
+    declared = dict(declared_inputs(model))
+    interface = onnx.helper.make_model(onnx.helper.make_graph(
+        [], "interface", [ir.serde.serialize_value(v) for v in model.graph.inputs
+                          if v.name in declared], []))
     resolved, notes = {}, []
-    for name, dims in declared:
-        if dims is None:
-            if name in given:
-                resolved[name] = tuple(given[name])
-            else:
-                notes.append(f"input '{name}': rank unknown (give --input-shape)")
+    for spec in resolve_specs(interface, shapes):
+        if declared[spec.name] is None and not spec.shape:
+            notes.append(f"input '{spec.name}': rank unknown (give --input-shape)")
             continue
-        if name in given:
-            resolved[name] = _resolve(name, dims, given[name])
-            continue
-        concrete = []
-        for axis, d in enumerate(dims):
-            try:
-                concrete.append(d if isinstance(d, int) else _default_dim(name, dims, axis))
-            except UsageError:
-                concrete.append(1)
-                notes.append(f"input '{name}': dim '{d}' counted as 1 (give --input-shape)")
-        resolved[name] = tuple(concrete)
+        resolved[spec.name] = spec.shape
     return resolved, notes
 
 

@@ -2,14 +2,17 @@
 
 The prune report's ``before`` and ``after`` hold parameters, MACs (total, per op type, per node),
 the input ``shapes`` the MACs were counted at and ``notes`` on inexact counts, file size and
-latency per execution provider; ``fidelity`` compares the outputs of the pruned
-model with the original's on the same inputs; ``environment`` says what it was measured on.
+latency per execution provider; ``fidelity`` compares the outputs of the pruned model with the
+original's on the same inputs; ``oracle`` is the mask-equivalence check of the written model
+(relative error against its tolerance, None when skipped); ``environment`` says what it was
+measured on.
 """
 
 from __future__ import annotations
 
 import collections
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
@@ -19,6 +22,9 @@ from graphprune.bench.measure import Measurement
 from graphprune.pipeline import PruneResult
 from graphprune.report.costs import Costs, file_size
 from graphprune.report.files import write_json
+
+if TYPE_CHECKING:
+    from graphprune.verify.oracle import OracleResult
 
 __all__ = ["analysis_report", "bench_report", "blocked_summary", "build_report", "html_path",
            "model_entry", "report_path", "write_json"]
@@ -74,7 +80,8 @@ def _ratios(before: dict, after: dict) -> dict:
 
 
 def build_report(result: PruneResult, *, source: Path, output: Path, settings: dict,
-                 measurement: Measurement | None = None) -> dict:
+                 measurement: Measurement | None = None,
+                 oracle: OracleResult | None = None) -> dict:
     """The prune report; ``measurement`` (original first, pruned second) adds latency/fidelity."""
     before = model_entry(result.before, source, measurement, 0)
     after = model_entry(result.after, output, measurement, 1)
@@ -86,6 +93,7 @@ def build_report(result: PruneResult, *, source: Path, output: Path, settings: d
         "after": after,
         "ratios": _ratios(before, after),
         "fidelity": measurement.fidelity[1] if measurement else None,
+        "oracle": oracle.as_dict() if oracle is not None else None,
         "environment": measurement.environment if measurement else None,
         "notices": list(measurement.notices) if measurement else [],
         "warnings": [w.as_dict() for w in result.warnings],

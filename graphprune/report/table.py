@@ -80,7 +80,7 @@ def shapes_line(costs: dict) -> str:
 
 
 def print_summary(report: dict, console: Console) -> None:
-    """Groups (largest first, at most 25 rows), before/after totals, latency and fidelity."""
+    """Groups (largest first, at most 25 rows), totals, latency, fidelity and the oracle."""
     table = _table("Channel groups", "group", "tensors", "channels")
     rows = sorted(report["groups"], key=lambda g: -g["channels_before"])
     for group in rows[:_MAX_ROWS]:
@@ -102,6 +102,11 @@ def print_summary(report: dict, console: Console) -> None:
         for row in fidelity:
             _row(fid, *row)
         console.print(fid)
+    oracle = report.get("oracle")
+    if oracle:
+        print_line(f"mask-equivalence oracle (pruned vs masked original, "
+                   f"{oracle['batches']} batches): relative error "
+                   f"{oracle['relative_error']:.2g}, tolerance {oracle['tolerance']:.0e}", console)
     if report.get("environment"):
         print_line(f"measured on {environment_line(report['environment'])}", console)
 

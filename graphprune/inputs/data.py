@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from graphprune.bench.inputs import Batch, InputSpec
 from graphprune.errors import InputError, one_line
+from graphprune.inputs.feeds import Batch
+from graphprune.inputs.images import image_files, load_images
+from graphprune.inputs.specs import InputSpec
 
 _ARRAY_SUFFIXES = (".npy", ".npz")
 
@@ -67,8 +69,11 @@ def _batches_from_arrays(arrays: dict[str, np.ndarray], specs: Sequence[InputSpe
     return [{name: cuts[name][i] for name in names} for i in range(counts.pop())]
 
 
-def load_batches(path: Path, specs: Sequence[InputSpec]) -> list[Batch]:
-    """Batches for ``specs`` from ``path`` (see the module docstring); InputError if none fit."""
+def load_batches(path: Path, specs: Sequence[InputSpec], limit: int | None = None) -> list[Batch]:
+    """Batches for ``specs`` from ``path`` (see the module docstring); InputError if none fit.
+
+    With ``limit``, files past the first ``limit`` batches are not read.
+    """
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_file():
@@ -77,10 +82,13 @@ def load_batches(path: Path, specs: Sequence[InputSpec]) -> list[Batch]:
         return _batches_from_arrays(_load_array_file(path), specs, path)
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in _ARRAY_SUFFIXES)
     if files:
-        return [b for f in files for b in _batches_from_arrays(_load_array_file(f), specs, f)]
-    from graphprune.bench.images import image_files, load_images
-
+        batches: list[Batch] = []
+        for f in files:
+            if limit is not None and len(batches) >= limit:
+                break
+            batches += _batches_from_arrays(_load_array_file(f), specs, f)
+        return batches
     images = image_files(path)
     if not images:
         raise InputError(f"{path}: no .npy, .npz or image files in this folder")
-    return load_images(images, specs, path)
+    return load_images(images, specs, path, limit)
