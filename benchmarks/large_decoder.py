@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -55,6 +56,7 @@ from onnx import TensorProto, helper
 ALIGN = 4096
 BLOCK_BYTES = 2**26
 OPSET = 17
+ROOT = Path(__file__).resolve().parents[1]  # children import graphprune from this checkout
 CONST = "const."  # prefix of constants that are not parameters (shapes, tables, mask, eps)
 
 
@@ -267,7 +269,9 @@ def _size(path: Path) -> int:
 def _child(command: list[str]) -> tuple[float, int, str]:
     """Runs ``command`` in a fresh subprocess; returns wall seconds, its peak RSS, its stdout."""
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} ... failed ({done.returncode}): "
@@ -362,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlp", type=float, default=0.25)
     parser.add_argument("--generate-only", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure the model already in --dir (from --generate-only)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--phases", nargs=2, type=Path, metavar=("MODEL", "OUT"),
                         help=argparse.SUPPRESS)  # the child of the phase measurement
@@ -369,22 +375,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.phases:
         print(json.dumps(phases(*args.phases, args.heads, args.mlp)))
         return 0
+    args.dir = args.dir.resolve()
     sizes = SMALL if args.small else LARGE
     if args.layers is not None:
         sizes = dataclasses.replace(sizes, layers=args.layers)
     source = args.dir / "decoder.onnx"
     try:
-        start = time.perf_counter()
-        count = generate(source, sizes)
-        print(f"generated {source}: {count:,} parameters ({sizes}) in "
-              f"{time.perf_counter() - start:.1f} s, generator peak RSS "
-              f"{_peak() / 2**30:.2f} GiB", flush=True)
+        if not (args.reuse and source.exists()):
+            start = time.perf_counter()
+            count = generate(source, sizes)
+            print(f"generated {source}: {count:,} parameters ({sizes}) in "
+                  f"{time.perf_counter() - start:.1f} s, generator peak RSS "
+                  f"{_peak() / 2**30:.2f} GiB", flush=True)
         if args.generate_only:
             return 0
         results = measure(source, args.dir, args.heads, args.mlp)
     finally:
         if not args.keep and not args.generate_only:
-            for path in args.dir.glob("decoder*"):
+            for path in args.dir.glob("decoder*"):  # the model, its data, pruned outputs
                 path.unlink()
             with contextlib.suppress(OSError):
                 args.dir.rmdir()

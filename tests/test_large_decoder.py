@@ -11,9 +11,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+import graphprune
 from benchmarks.large_decoder import LARGE, SMALL, count_parameters, generate
-from graphprune.verify.oracle import run
-from tests.oracle import assert_mask_equivalent, prune_proto
+from graphprune._io import save_model
+from graphprune.verify.oracle import masked_model, relative_error, run
+from tests.oracle import TOLERANCE, assert_mask_equivalent, prune_proto
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +104,18 @@ def test_pruning_heads_and_mlp_is_mask_equivalent(small):
                for i in range(SMALL.layers))
     for seed in (0, 1):
         assert_mask_equivalent(proto, result, _feeds(seed))
+
+
+def test_pruned_from_external_data_and_saved_is_mask_equivalent(small, tmp_path):
+    """Weights in external data are sliced when written: the saved file holds the kept ones."""
+    path, _ = small
+    result = graphprune.prune(path, heads=0.5, mlp=0.25, round_to=1)
+    output = tmp_path / "pruned.onnx"
+    save_model(result.model, output)
+    stored = onnx.load(output, load_external_data=False).graph.initializer
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in stored)
+    pruned, feeds = onnx.load(output), _feeds(2)
+    error = relative_error(run(masked_model(onnx.load(path), result.masks), feeds),
+                           run(pruned, feeds))
+    assert error <= TOLERANCE
+    assert count_parameters(output) < count_parameters(path)
