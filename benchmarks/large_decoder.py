@@ -261,6 +261,40 @@ def count_parameters(path: Path) -> int:
                if t.data_type == TensorProto.FLOAT and not t.name.startswith(CONST))
 
 
+def _tensor(path: Path, name: str) -> np.ndarray:
+    """Initializer ``name`` of a saved model, memory-mapped from its external data."""
+    proto = onnx.load(path, load_external_data=False)
+    tensor = next(t for t in proto.graph.initializer if t.name == name)
+    info = {e.key: e.value for e in tensor.external_data}
+    return np.memmap(path.parent / info["location"], np.float32, "r", int(info.get("offset", 0)),
+                     tuple(tensor.dims))
+
+
+def check_slices(source: Path, output: Path, report: dict) -> int:
+    """The pruned Q, O, gate, up and down weights are the kept columns/rows of the originals.
+
+    Checked for every group whose root is a Q projection (kept query channels) or an MLP gate
+    (kept neurons); returns the number of tensors compared.
+    """
+    compared = 0
+    for group in report["groups"]:
+        kept = np.array(group["kept"])
+        base = group["name"].rsplit(".", 1)[0]
+        if group["name"].endswith(".attn.q"):
+            pairs = ((f"{base}.q.weight", 1), (f"{base}.o.weight", 0))
+        elif group["name"].endswith(".mlp.gate"):
+            pairs = ((f"{base}.gate.weight", 1), (f"{base}.up.weight", 1),
+                     (f"{base}.down.weight", 0))
+        else:
+            continue
+        for name, axis in pairs:
+            expected = np.take(_tensor(source, name), kept, axis=axis)
+            if not np.array_equal(_tensor(output, name), expected):
+                raise SystemExit(f"{name}: the pruned tensor is not the kept slice")
+            compared += 1
+    return compared
+
+
 def _size(path: Path) -> int:
     data = path.with_name(path.name + ".data")
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
@@ -306,12 +340,13 @@ def phases(source: Path, output: Path, heads: float, mlp: float) -> dict:
     return found
 
 
-def _head_groups(report: dict) -> list[tuple[str, int, int]]:
-    return [(g["name"], g["heads_before"], g["heads_after"]) for g in report["groups"]
-            if g["kind"] == "heads"]
+def _head_groups(report: dict, head_dim: int) -> list[tuple[str, int, int, int, int]]:
+    """Per head group: name, KV heads before/after, query heads before/after."""
+    return [(g["name"], g["heads_before"], g["heads_after"], g["channels_before"] // head_dim,
+             g["channels_after"] // head_dim) for g in report["groups"] if g["kind"] == "heads"]
 
 
-def measure(source: Path, work: Path, heads: float, mlp: float) -> dict:
+def measure(source: Path, work: Path, heads: float, mlp: float, head_dim: int) -> dict:
     """Both children on ``source``; the results as a dict."""
     output = work / "decoder.pruned.onnx"
     command = [sys.executable, "-m", "graphprune.cli", str(source), "--heads", str(heads),
@@ -324,9 +359,10 @@ def measure(source: Path, work: Path, heads: float, mlp: float) -> dict:
         "cli_peak_rss_bytes": peak,
         "params_before": count_parameters(source),
         "params_after": count_parameters(output),
-        "heads": _head_groups(report),
+        "heads": _head_groups(report, head_dim),
         "mlp_groups": [(g["name"], g["channels_before"], g["channels_after"])
                        for g in report["groups"] if g["kind"] != "heads"],
+        "tensors_checked": check_slices(source, output, report),
         "input_bytes": _size(source),
         "output_bytes": _size(output),
     }
@@ -348,10 +384,13 @@ def _print(results: dict) -> None:
         print(f"  {name:16s} {phase['seconds']:7.2f} s   peak RSS so far "
               f"{phase['peak_rss'] / gib:.2f} GiB")
     print(f"parameters:   {results['params_before']:,} -> {results['params_after']:,}")
-    per_layer = sorted({(b, a) for _, b, a in results["heads"]})
-    print(f"head groups:  {len(results['heads'])}, heads before -> after: {per_layer}")
+    kv = sorted({(b, a) for _, b, a, _, _ in results["heads"]})
+    query = sorted({(b, a) for _, _, _, b, a in results["heads"]})
+    print(f"head groups:  {len(results['heads'])} (one a layer); KV heads before -> after {kv}, "
+          f"query heads {query}")
     mlp = sorted({(b, a) for _, b, a in results["mlp_groups"]})
     print(f"other groups: {len(results['mlp_groups'])}, channels before -> after: {mlp}")
+    print(f"slices:       {results['tensors_checked']} pruned weights equal the kept slices")
     print(f"files:        {results['input_bytes'] / gib:.2f} GiB -> "
           f"{results['output_bytes'] / gib:.2f} GiB")
 
@@ -389,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{_peak() / 2**30:.2f} GiB", flush=True)
         if args.generate_only:
             return 0
-        results = measure(source, args.dir, args.heads, args.mlp)
+        results = measure(source, args.dir, args.heads, args.mlp, sizes.head_dim)
     finally:
         if not args.keep and not args.generate_only:
             for path in args.dir.glob("decoder*"):  # the model, its data, pruned outputs
