@@ -18,6 +18,9 @@ class SliceParametersPass(ir.passes.InPlacePass):
     2. The constant keeps its name and kind; untouched constants are never read.
     3. ``W'`` is built block by block along axis 0 (one allocation of the result), so slicing a
        tensor in external data never holds the whole tensor in memory.
+    4. A tensor in external data is sliced lazily: ``W'`` is read from the source file when it
+       is written out (or read), one tensor at a time, so pruning a model of several GB holds
+       none of its sliced weights at once. The source file must stay in place until then.
     """
 
     def __init__(self, plan: PrunePlan) -> None:
@@ -31,15 +34,33 @@ class SliceParametersPass(ir.passes.InPlacePass):
                 cuts = by_value.setdefault(id(entry.value), (entry.value, []))[1]
                 cuts.append((entry.axis, kept))
         for value, cuts in by_value.values():
-            set_constant(value, _sliced(value, dict(cuts)))
+            if isinstance(value.const_value, ir.ExternalTensor):
+                _set_lazy(value, dict(cuts))
+            else:
+                set_constant(value, _sliced(value, dict(cuts)))
         return ir.passes.PassResult(model, bool(by_value))
+
+
+def _kept_shape(value: ir.Value, cuts: dict[int, np.ndarray]) -> list[int]:
+    shape = list(static_shape(value))
+    for axis, kept in cuts.items():
+        shape[axis] = len(kept)
+    return shape
+
+
+def _set_lazy(value: ir.Value, cuts: dict[int, np.ndarray]) -> None:
+    """Rule 4: the initializer becomes a LazyTensor slicing the external tensor on demand."""
+    tensor = value.const_value
+    shape = _kept_shape(value, cuts)
+    source = ir.Value(name=value.name, shape=tensor.shape, type=value.type, const_value=tensor)
+    value.const_value = ir.LazyTensor(lambda: ir.Tensor(_sliced(source, cuts), name=value.name),
+                                      dtype=tensor.dtype, shape=ir.Shape(shape), name=value.name)
+    value.shape = ir.Shape(shape)
 
 
 def _sliced(value: ir.Value, cuts: dict[int, np.ndarray]) -> np.ndarray:
     """The constant with only the kept indices of every cut axis, filled in block by block."""
-    shape = list(static_shape(value))
-    for axis, kept in cuts.items():
-        shape[axis] = len(kept)
+    shape = _kept_shape(value, cuts)
     out, filled = None, 0
     for start, block in iter_blocks(value):
         if 0 in cuts:
