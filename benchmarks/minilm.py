@@ -33,7 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import graphprune  # noqa: E402
 from graphprune.verify.oracle import masked_model, relative_error, run  # noqa: E402
 from models.export_transformers import _dynamic_axes, io_names  # noqa: E402
-from models.minilm import DEFAULT_CACHE, WordPiece, build, fetch, sentence_embeddings  # noqa: E402
+from models.minilm import (  # noqa: E402
+    DEFAULT_CACHE,
+    FetchError,
+    WordPiece,
+    build,
+    fetch,
+    sentence_embeddings,
+)
 
 OPSET = 17
 SEQ = 128
@@ -294,9 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", action="store_true",
                         help="compare with transformers.AutoModel and tokenizers (must import)")
     args = parser.parse_args(argv)
-    report = benchmark(args.cache, args.wheels, [float(r) for r in args.ratios.split(",")],
-                       [int(s) for s in args.round_to.split(",")], args.sentences, args.runs,
-                       reference=args.reference)
+    try:
+        report = benchmark(args.cache, args.wheels, [float(r) for r in args.ratios.split(",")],
+                           [int(s) for s in args.round_to.split(",")], args.sentences, args.runs,
+                           reference=args.reference)
+    except (FetchError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if "reference" in report:
         print(f"reference check: {json.dumps(report['reference'])}")
     print(f"sanity cosines (original): {json.dumps(report['sanity'])}")
