@@ -382,7 +382,6 @@ def feeds(entry: Entry, proto: onnx.ModelProto, seed: int = 0) -> dict[str, np.n
 # One prune, classified.
 
 ROUND_TO = 8
-NOISE_FACTOR = 4.0
 RATIOS = (0.3, 0.5)
 EXACT, REFUSED, UNCHANGED = "exact", "refused", "unchanged"
 
@@ -430,7 +429,13 @@ def _where(exc: BaseException) -> str:
 def _check_pruned(out: Outcome, proto, result, inputs, tolerance: float) -> None:
     import onnx_ir as ir
 
-    from graphprune.verify.oracle import masked_model, relative_error, run
+    from graphprune.verify.oracle import (
+        NOISE_FACTOR,
+        float_noise,
+        masked_model,
+        relative_error,
+        run,
+    )
 
     pruned = ir.to_proto(result.model)
     try:
@@ -451,27 +456,10 @@ def _check_pruned(out: Outcome, proto, result, inputs, tolerance: float) -> None
     out.error = relative_error(reference, actual)
     out.outcome = EXACT if out.error <= tolerance else "inexact"
     if out.outcome != EXACT:
-        noise = _float_noise(masked_model(proto, result.masks), inputs, reference)
+        noise = float_noise(masked_model(proto, result.masks), [inputs], [reference])
         out.detail = f"relative error {out.error:.3g} > {tolerance:g} (float noise {noise:.3g})"
         if out.error <= NOISE_FACTOR * noise:
             out.outcome = EXACT
-
-
-def _float_noise(model, inputs, reference) -> float:
-    """How far the masked original itself moves when onnxruntime may reorder its arithmetic.
-
-    Some real models amplify rounding (deep, saturating, normalizing); an error within a few
-    times this floor is rounding, not a wrong rewrite (those are O(1)).
-    """
-    import onnxruntime as ort
-
-    from graphprune.verify.oracle import relative_error
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    return relative_error(reference, session.run(None, dict(inputs)))
 
 
 def evaluate(entry: Entry, ratio: float, round_to: int = ROUND_TO) -> Outcome:
