@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
+from graphprune._shape_inference import infer_onnx_shapes
 from graphprune.analysis.static_values import infer_shapes as infer_with_static_values
 from graphprune.errors import InputError, OutputError, UsageError, one_line
 from graphprune.ops.base import constant_array
@@ -122,7 +122,7 @@ def load_model(path: str | os.PathLike) -> ir.Model:
 def infer_shapes(model: ir.Model) -> ir.Model:
     """Fills in the value shapes the op rules read (partial results are kept)."""
     with _quiet_onnx_ir():
-        ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(model)
+        infer_onnx_shapes(model)
         return infer_with_static_values(model)
 
 

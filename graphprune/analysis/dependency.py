@@ -242,65 +242,129 @@ def analyze_channels(model: ir.Model, exclude: Sequence[str] = ()) -> ChannelAna
 
 
 def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
+    """Groups of free, sourced, parameter-carrying classes; every step is one pass over arrays."""
     table, n = col.table, col.table.num_elements
+    layout = _Layout(table, labels)
     has_param = np.zeros(n, bool)
-    for entry in table.axes:
-        if entry.constant:
-            has_param[labels[entry.base : entry.base + entry.size]] = True
+    has_param[labels[layout.elements_where(layout.constant)]] = True
     free = (class_block == NOT_BLOCKED) & has_param
-    # classes sharing a source axis form one group
-    link_a, link_b, blocked_sources, seen = [], [], [], set()
-    for entry in col.sources:
-        if (entry.base, entry.size) in seen:
-            continue
-        seen.add((entry.base, entry.size))
-        axis_labels = labels[entry.base : entry.base + entry.size]
-        stuck = class_block[axis_labels]
+    sources = _unique_sources(col.sources)
+    blocked_sources = []
+    for entry in sources:  # classes sharing a source axis form one group
+        stuck = class_block[labels[entry.base : entry.base + entry.size]]
         if (stuck != NOT_BLOCKED).any():
             blocked_sources.append((entry, col.records[int(stuck.min())]))
-        link_a.append(axis_labels[:-1])
-        link_b.append(axis_labels[1:])
+    sources = [e for e in sources if e.size > 0]  # an empty axis reaches no class
+    sizes = np.array([e.size for e in sources], dtype=np.int64)
+    source_labels = labels[_ranges([e.base for e in sources], sizes)]
+    starts_axis = np.zeros(len(source_labels), bool)  # elements that begin a source axis
+    starts_axis[np.cumsum(sizes) - sizes] = True
+    linked = ~starts_axis[1:]  # element i and i+1 lie on one source axis
+    group_of = components(n, source_labels[:-1][linked], source_labels[1:][linked])
     sourced = np.zeros(n, bool)
-    for entry in col.sources:
-        sourced[labels[entry.base : entry.base + entry.size]] = True
-    group_of = components(n, np.concatenate(link_a or [np.zeros(0, np.int64)]),
-                          np.concatenate(link_b or [np.zeros(0, np.int64)]))
+    sourced[source_labels] = True
     prunable = np.flatnonzero(free & sourced & (labels == np.arange(n)))
-    signature = _axis_signatures(table, labels, n)
-    root_of: dict[int, ChannelAxis] = {}
-    for entry in col.sources:
-        for label in labels[entry.base : entry.base + entry.size]:
-            root_of.setdefault(int(group_of[label]), entry)
-    keys = sorted({int(group_of[label]) for label in prunable}, key=lambda k: root_of[k].base)
-    slot = {key: i for i, key in enumerate(keys)}
+    # the first source axis (in walk order) that reaches a group names it
+    source_of = np.repeat(np.arange(len(sources)), sizes)
+    found, first = np.unique(group_of[source_labels], return_index=True)
+    root_index = np.full(n, -1, np.int64)
+    root_index[found] = source_of[first]
+    keys = np.unique(group_of[prunable])
+    keys = keys[np.argsort([sources[root_index[k]].base for k in keys], kind="stable")]
+    slot = np.full(n, -1, np.int64)
+    slot[keys] = np.arange(len(keys))
     label_group = np.full(n, -1, dtype=np.int64)
-    label_group[prunable] = [slot[int(group_of[label])] for label in prunable]
-    touched: list[list[int]] = [[] for _ in keys]
-    for i, entry in enumerate(table.axes):
-        for g in np.unique(label_group[labels[entry.base : entry.base + entry.size]]):
-            if g >= 0:
-                touched[g].append(i)
+    label_group[prunable] = slot[group_of[prunable]]
+    touched = layout.axes_per_group(label_group, len(keys))
+    signature = layout.signatures()
+    by_group = _split_by(prunable, label_group[prunable], len(keys))
     groups = []
     for g, key in enumerate(keys):
-        root = root_of[key]
+        root = sources[root_index[key]]
         order = labels[root.base : root.base + root.size]
-        on_root = list(dict.fromkeys(int(c) for c in order if label_group[c] == g))
-        rest = sorted(set(np.flatnonzero(label_group == g).tolist()) - set(on_root))
-        members = np.array(on_root + rest, dtype=np.int64)
-        segments: dict[int, list[int]] = {}
-        for label in members:
-            segments.setdefault(int(signature[label]), []).append(int(label))
-        parts = tuple(np.array(s, np.int64) for s in segments.values())
-        groups.append(Group(g, root, members, parts, tuple(touched[g])))
+        on_root = _first_occurrences(order[label_group[order] == g])
+        rest = np.setdiff1d(by_group[g], on_root, assume_unique=True)
+        members = np.concatenate([on_root, rest]).astype(np.int64)
+        parts = _segments(members, signature[members])
+        groups.append(Group(g, root, members, parts, tuple(touched[g].tolist())))
     return tuple(groups), tuple(blocked_sources)
 
 
-def _axis_signatures(table: AxisTable, labels: np.ndarray, n: int) -> np.ndarray:
-    """A hash per class of the set of axes it reaches (classes with equal sets share a segment)."""
-    rng = np.random.default_rng(0)
-    weights = rng.integers(1, 2**63 - 1, size=len(table.axes), dtype=np.int64).astype(np.uint64)
-    signature = np.zeros(n, dtype=np.uint64)
-    for i, entry in enumerate(table.axes):
-        present = np.unique(labels[entry.base : entry.base + entry.size])
-        signature[present] += weights[i]
-    return signature
+class _Layout:
+    """Element ids laid out by axis: which axis owns each element, and per-axis facts."""
+
+    def __init__(self, table: AxisTable, labels: np.ndarray) -> None:
+        self.table, self.labels = table, labels
+        self.num_axes = max(1, len(table.axes))
+        sizes = np.maximum(0, np.array([e.size for e in table.axes], dtype=np.int64))
+        self.constant = np.array([e.constant for e in table.axes], dtype=bool)
+        self.element = _ranges([e.base for e in table.axes], sizes)  # axis by axis
+        self.axis_of = np.repeat(np.arange(len(sizes)), sizes)
+        self._pairs: tuple[np.ndarray, np.ndarray] | None = None
+
+    def elements_where(self, axis_mask: np.ndarray) -> np.ndarray:
+        return self.element[axis_mask[self.axis_of]]
+
+    def label_axis_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each distinct ``(class label, axis index)`` once, sorted by label then axis."""
+        if self._pairs is None:
+            key = np.unique(self.labels[self.element] * self.num_axes + self.axis_of)
+            self._pairs = key // self.num_axes, key % self.num_axes
+        return self._pairs
+
+    def axes_per_group(self, label_group: np.ndarray, num_groups: int) -> list[np.ndarray]:
+        """Per group, the ascending indices of the axes any of its classes reaches."""
+        label, axis = self.label_axis_pairs()
+        group = label_group[label]
+        keep = group >= 0
+        key = np.unique(group[keep] * self.num_axes + axis[keep])
+        return _split_by(key % self.num_axes, key // self.num_axes, num_groups)
+
+    def signatures(self) -> np.ndarray:
+        """A hash per class of the set of axes it reaches (classes with equal sets share a segment)."""
+        rng = np.random.default_rng(0)
+        weights = rng.integers(1, 2**63 - 1, size=len(self.table.axes), dtype=np.int64)
+        signature = np.zeros(len(self.labels), dtype=np.uint64)
+        label, axis = self.label_axis_pairs()
+        np.add.at(signature, label, weights.astype(np.uint64)[axis])
+        return signature
+
+
+def _unique_sources(sources: Sequence[ChannelAxis]) -> list[ChannelAxis]:
+    """Source axes without repeats, in walk order."""
+    seen, unique = set(), []
+    for entry in sources:
+        if (entry.base, entry.size) not in seen:
+            seen.add((entry.base, entry.size))
+            unique.append(entry)
+    return unique
+
+
+def _ranges(starts: Sequence[int], sizes: Sequence[int]) -> np.ndarray:
+    """``concat(arange(s, s + k) for s, k)`` without a Python loop."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if not len(sizes):
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(np.asarray(starts, np.int64) - np.cumsum(sizes) + sizes, sizes)
+    return offsets + np.arange(int(sizes.sum()))
+
+
+def _split_by(values: np.ndarray, keys: np.ndarray, num_keys: int) -> list[np.ndarray]:
+    """``values`` per key ``0..num_keys-1``, each keeping the order ``values`` had."""
+    order = np.argsort(keys, kind="stable")
+    bounds = np.searchsorted(keys[order], np.arange(num_keys + 1))
+    ordered = values[order]
+    return [ordered[bounds[k] : bounds[k + 1]] for k in range(num_keys)]
+
+
+def _first_occurrences(values: np.ndarray) -> np.ndarray:
+    """The distinct entries of ``values`` in the order they first appear."""
+    _, first = np.unique(values, return_index=True)
+    return values[np.sort(first)]
+
+
+def _segments(members: np.ndarray, signature: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``members`` split by signature, segments in order of first appearance, order kept."""
+    _, first, inverse = np.unique(signature, return_index=True, return_inverse=True)
+    parts = _split_by(members, inverse.reshape(-1), len(first))
+    return tuple(parts[k] for k in np.argsort(first, kind="stable"))
