@@ -72,29 +72,45 @@ class _Collector:
         self.table = AxisTable()
         self.pairs_a: list[np.ndarray] = []
         self.pairs_b: list[np.ndarray] = []
+        self.same: list[tuple[int, int, int]] = []  # identity couplings: (base a, base b, size)
         self.records: list[Blocked] = []
-        self.blocks: list[tuple[np.ndarray, int]] = []
+        self.blocks: list[tuple[int, int, int]] = []  # whole axes blocked: (base, size, record)
         self.sources: list[ChannelAxis] = []
         self.choices: list[tuple[ir.Node, Choice]] = []
+        self._shapes: dict[int, tuple[int | None, ...] | None] = {}
+
+    def shape(self, value: ir.Value) -> tuple[int | None, ...] | None:
+        """``static_shape(value)``, computed once per value (the walk asks several times)."""
+        key = id(value)
+        if key not in self._shapes:
+            self._shapes[key] = static_shape(value)
+        return self._shapes[key]
 
     def record(self, blocked: Blocked) -> int:
         self.records.append(blocked)
         return len(self.records) - 1
 
     def block_value(self, value: ir.Value, record: int, only=None) -> None:
-        shape = static_shape(value)
+        shape = self.shape(value)
         for axis in range(0 if shape is None else len(shape)):
             if only is None or axis in only:
-                self.blocks.append((self.table.get((value, axis)).ids(), record))
+                self.block_axis(self.table.get((value, axis)), record)
+
+    def block_axis(self, entry: ChannelAxis, record: int) -> None:
+        self.blocks.append((entry.base, entry.size, record))
 
     def labels_and_blocks(self) -> tuple[np.ndarray, np.ndarray]:
         """Class label per element, and the first block record per class label."""
         n = self.table.num_elements
-        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
-        labels = components(n, cat(self.pairs_a), cat(self.pairs_b))
+        same = np.array(self.same, np.int64).reshape(-1, 3)
+        pairs_a = np.concatenate([_ranges(same[:, 0], same[:, 2]), *self.pairs_a])
+        pairs_b = np.concatenate([_ranges(same[:, 1], same[:, 2]), *self.pairs_b])
+        labels = components(n, pairs_a, pairs_b)
         class_block = np.full(n, NOT_BLOCKED, dtype=np.int64)
-        for ids, record in self.blocks:
-            np.minimum.at(class_block, labels[ids], record)
+        blocks = np.array(self.blocks, np.int64).reshape(-1, 3)
+        sizes = np.maximum(blocks[:, 1], 0)
+        ids = _ranges(blocks[:, 0], sizes)
+        np.minimum.at(class_block, labels[ids], np.repeat(blocks[:, 2], sizes))
         return labels, class_block
 
     def settle_choices(self) -> None:
@@ -115,14 +131,15 @@ class _Collector:
                 detail = f"merged into an axis that keeps the channels of {kept}"
                 record = self.record(_not_preserved(node, detail))
                 for option in others:
-                    self.blocks.append((self.table.get(option.a).ids(), record))
+                    self.block_axis(self.table.get(option.a), record)
 
     def couple(self, coupling: Coupling) -> tuple[ChannelAxis, ChannelAxis]:
         ea, eb = self.table.get(coupling.a), self.table.get(coupling.b)
         if coupling.ia is not None and not ea.opaque and not eb.opaque:
             ia, ib = coupling.ia, coupling.ib
         elif coupling.ia is None and not ea.opaque and not eb.opaque and ea.size == eb.size:
-            ia = ib = np.arange(ea.size)
+            self.same.append((ea.base, eb.base, max(ea.size, 0)))
+            return ea, eb
         else:  # sizes unknown or unequal: everything on both axes is one (blocked) class
             ia = np.concatenate([np.arange(ea.size), np.zeros(eb.size, np.int64)])
             ib = np.concatenate([np.zeros(ea.size, np.int64), np.arange(eb.size)])
@@ -199,7 +216,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
                         fed.add((id(out.value), out.axis))
         record = None
         for value in inputs + outputs:
-            shape = static_shape(value) or ()
+            shape = col.shape(value) or ()
             loose = [a for a in range(len(shape)) if (id(value), a) not in declared]
             if loose:
                 if record is None:
@@ -209,7 +226,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
         if from_constants:
             continue  # outputs computed from constants alone are no layer's channels
         for value in outputs:
-            for axis in range(len(static_shape(value) or ())):
+            for axis in range(len(col.shape(value) or ())):
                 if (id(value), axis) in declared and (id(value), axis) not in fed:
                     col.sources.append(col.table.get((value, axis)))
     for value in graph.inputs:
@@ -221,7 +238,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str]) -> _Collector:
         if entry.opaque:
             detail = f"axis {entry.axis} of '{entry.value.name}' has no static size"
             record = col.record(Blocked(BlockReason.DYNAMIC_SIZE, "", "shape", detail))
-            col.blocks.append((entry.ids(), record))
+            col.block_axis(entry, record)
     return col
 
 
@@ -321,7 +338,7 @@ class _Layout:
         return _split_by(key % self.num_axes, key // self.num_axes, num_groups)
 
     def signatures(self) -> np.ndarray:
-        """A hash per class of the set of axes it reaches (classes with equal sets share a segment)."""
+        """A hash per class of the set of axes it reaches (equal sets share a segment)."""
         rng = np.random.default_rng(0)
         weights = rng.integers(1, 2**63 - 1, size=len(self.table.axes), dtype=np.int64)
         signature = np.zeros(len(self.labels), dtype=np.uint64)
