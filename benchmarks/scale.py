@@ -180,14 +180,49 @@ def _check(rc: int, log: Path) -> None:
         sys.exit(f"run failed (exit {rc}), see {log}:\n{log.read_text()[-2000:]}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="5000,20000,100000", help="Node counts, comma-separated.")
-    parser.add_argument("--dir", type=Path, default=Path("/tmp/graphprune-scale"))
-    parser.add_argument("--profile", action="store_true", help="cProfile each job run.")
-    args = parser.parse_args(argv)
-    args.dir.mkdir(parents=True, exist_ok=True)
-    rows = [measure(int(n), args.dir, args.profile) for n in args.sizes.split(",")]
+def stage_times(model: Path) -> None:
+    """Prints the seconds of each stage of the job on ``model``, run in this process.
+
+    The stages by whose code runs: onnx-ir (load, serialize), onnx (checker, shape inference),
+    onnxruntime (session and one run of the self-check) and graphprune's own.
+    """
+    import onnx_ir as ir
+
+    import graphprune
+    import graphprune.pipeline
+    from graphprune._io import check_input, infer_shapes, save_model
+    from graphprune.report.json_report import build_report
+    from graphprune.report.writers import write_prune_reports
+    from graphprune.verify.runtime import check_runs
+    from graphprune.verify.structural import check_file
+
+    out = model.with_name(f"{model.stem}.stages.onnx")
+    times: dict[str, float] = {}
+
+    def timed(name, fn):
+        start = time.perf_counter()
+        result = fn()
+        times[name] = times.get(name, 0.0) + time.perf_counter() - start
+        return result
+
+    loaded = timed("onnx-ir load", lambda: ir.load(model))
+    timed("onnx checker (input)", lambda: check_input(model))
+    timed("shape inference (onnx + onnx-ir)", lambda: infer_shapes(loaded))
+    graphprune.pipeline.infer_shapes = lambda m: m  # shapes were inferred above, once
+    result = timed("graphprune prune", lambda: graphprune.prune(loaded, 0.5))
+    timed("onnx-ir save", lambda: save_model(result.model, out))
+    timed("onnx checker (output)", lambda: check_file(out))
+    timed("onnxruntime self-check", lambda: check_runs(out))
+    report = timed("reports", lambda: build_report(result, source=model, output=out,
+                                                   settings={}))
+    timed("reports", lambda: write_prune_reports(report, out))
+    total = sum(times.values())
+    for name, seconds in times.items():
+        print(f"  {name:36s} {seconds:8.2f} s  {seconds / total:6.1%}")
+    print(f"  {'total':36s} {total:8.2f} s")
+
+
+def _print_rows(rows: list[dict]) -> None:
     print(f"{'nodes':>8} {'analyze s':>10} {'analyze MB':>11} {'job s':>8} {'job MB':>8} "
           f"{'growth (time/node ratio): analyze, job':>40}")
     previous = None
@@ -195,11 +230,37 @@ def main(argv: list[str] | None = None) -> None:
         growth = ""
         if previous is not None:
             scale = row["nodes"] / previous["nodes"]
-            growth = (f"x{scale:.1f} nodes: {row['analyze_s'] / previous['analyze_s'] / scale:.2f}, "
-                      f"{row['job_s'] / previous['job_s'] / scale:.2f}")
+            analyze = row["analyze_s"] / previous["analyze_s"] / scale
+            job = row["job_s"] / previous["job_s"] / scale
+            growth = f"x{scale:.1f} nodes: {analyze:.2f}, {job:.2f}"
         print(f"{row['nodes']:>8} {row['analyze_s']:>10.2f} {row['analyze_mb']:>11.0f} "
-              f"{row['job_s']:>8.2f} {row['job_mb']:>8.0f} {growth:>40}")
+              f"{row['job_s']:>8.2f} {row['job_mb']:>8.0f} {growth:>40}", flush=True)
         previous = row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="5000,20000,100000", help="Node counts, comma list.")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/graphprune-scale"))
+    parser.add_argument("--profile", action="store_true", help="cProfile each job run.")
+    parser.add_argument("--stages", action="store_true",
+                        help="Also time each stage of the job (in a fresh process per size).")
+    parser.add_argument("--stages-of", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.stages_of is not None:
+        stage_times(args.stages_of)
+        return
+    args.dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.sizes.split(","):
+        rows.append(measure(int(n), args.dir, args.profile))
+        print(f"N={rows[-1]['nodes']}: {rows[-1]}", flush=True)
+        if args.stages:
+            print(f"stages at N={rows[-1]['nodes']}:", flush=True)
+            subprocess.run([sys.executable, __file__, "--stages-of",
+                            str(args.dir / f"scale{n}.onnx")], check=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    _print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -47,13 +47,18 @@ def _runs_note(count: int, what: str) -> str:
     return f", summed over {_MAX_BARS} runs of ~{count / _MAX_BARS:.0f} consecutive {what}"
 
 
+def _legend_place(bars: int) -> str:
+    """A legend place: the "best" search is slow (and warns) over hundreds of bars."""
+    return "best" if bars <= _MAX_LABELS else "upper right"
+
+
 def _bar_pairs(ax, labels: Sequence[str], before: Sequence[float], after: Sequence[float]) -> None:
     x = np.arange(len(labels))
     ax.bar(x - 0.2, before, 0.4, color=BEFORE, label="before")
     ax.bar(x + 0.2, after, 0.4, color=AFTER, label="after")
     if len(labels) <= _MAX_LABELS:
         ax.set_xticks(x, labels, rotation=90, fontsize=6 if len(labels) > 20 else 8)
-    ax.legend()
+    ax.legend(loc=_legend_place(len(labels)))
 
 
 def _short(name: str) -> str:
@@ -116,7 +121,7 @@ def macs_per_node(before: Sequence[dict], after: Sequence[dict]) -> str:
     ax.set_xlabel("node (graph order)")
     ax.set_ylabel("MMACs")
     ax.set_title(f"MACs per node{_runs_note(len(nodes), 'nodes')}")
-    ax.legend()
+    ax.legend(loc=_legend_place(len(x)))
     return _png(figure)
 
 
