@@ -186,6 +186,7 @@ def stage_times(model: Path) -> None:
     The stages by whose code runs: onnx-ir (load, serialize), onnx (checker, shape inference),
     onnxruntime (session and one run of the self-check) and graphprune's own.
     """
+    sys.path.insert(0, str(REPO))  # this checkout's graphprune, not an installed one
     import onnx_ir as ir
 
     import graphprune
