@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass, TopologicalSortPass
+from onnx_ir.passes.common import TopologicalSortPass
 
+from graphprune._shape_inference import infer_onnx_shapes
 from graphprune.analysis.static_values import infer_shapes as infer_with_static_values
 from graphprune.destinations import (
     check_destinations,
@@ -153,7 +154,7 @@ def infer_shapes(model: ir.Model) -> ir.Model:
     """Fills in the value shapes the op rules read (partial results are kept)."""
     with _quiet_onnx_ir():
         TopologicalSortPass()(model)  # onnxruntime runs unsorted graphs; our passes need order
-        ShapeInferencePass(check_type=False, strict_mode=False, data_prop=True)(model)
+        infer_onnx_shapes(model)
         return infer_with_static_values(model)
 
 

@@ -52,7 +52,13 @@ def _quotas(sizes: np.ndarray, keep: int) -> np.ndarray:
 
 
 def _group_removal(analysis: ChannelAnalysis, group: Group, scores: np.ndarray, ratio: float,
-                   round_to: int) -> np.ndarray:
+                   round_to: int, keep: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Classes of ``group`` to remove.
+
+    ``keep`` and ``members`` are all-False scratch masks over class labels, shared by every group
+    so that the work stays proportional to the group's size; they are all-False again on return.
+    Head groups count in whole heads (``round_to`` applies to channels and neurons only).
+    """
     step = 1 if group.kind == "heads" else _class_step(analysis, group, round_to)
     keep_total = keep_count(len(group.classes), ratio, step)
     sizes = np.array([len(s) for s in group.segments], dtype=np.int64)
@@ -60,15 +66,16 @@ def _group_removal(analysis: ChannelAnalysis, group: Group, scores: np.ndarray, 
     for segment, quota in zip(group.segments, _quotas(sizes, keep_total), strict=False):
         order = np.argsort(-scores[segment], kind="stable")
         kept.append(segment[order[:quota]])
-    keep = np.zeros(analysis.table.num_elements, dtype=bool)
     keep[np.concatenate(kept)] = True
-    members = np.zeros_like(keep)
     members[group.classes] = True
     for index in group.axes:  # no axis may lose every element
         labels = analysis.axis_labels(analysis.table.axes[index])
         if not (keep[labels] | ~members[labels]).any():
             keep[labels[np.argmax(scores[labels])]] = True
-    return group.classes[~keep[group.classes]]
+    removed = group.classes[~keep[group.classes]]
+    keep[group.classes] = False  # only members were set (an axis's rescue is all members)
+    members[group.classes] = False
+    return removed
 
 
 def uniform_allocation(
@@ -77,10 +84,11 @@ def uniform_allocation(
 ) -> np.ndarray:
     """Class labels to remove: ``ratio`` of every group, lowest scores first.
 
-    ``ratio`` may map a group kind (``"heads"``, ``"channels"``) to its own ratio; head groups
-    count in whole heads (``round_to`` applies to channels and neurons only).
+    ``ratio`` may map a group kind (``"heads"``, ``"channels"``) to its own ratio.
     """
     ratios = ratio if isinstance(ratio, Mapping) else {}
+    keep = np.zeros(analysis.table.num_elements, dtype=bool)
+    members = np.zeros_like(keep)
     removed = [_group_removal(analysis, g, scores, ratios.get(g.kind, 0.0) if ratios else ratio,
-                              round_to) for g in analysis.groups]
+                              round_to, keep, members) for g in analysis.groups]
     return np.concatenate(removed) if removed else np.zeros(0, dtype=np.int64)

@@ -76,30 +76,46 @@ class _Collector:
         self.table = AxisTable()
         self.pairs_a: list[np.ndarray] = []
         self.pairs_b: list[np.ndarray] = []
+        self.same: list[tuple[int, int, int]] = []  # identity couplings: (base a, base b, size)
         self.records: list[Blocked] = []
-        self.blocks: list[tuple[np.ndarray, int]] = []
+        self.blocks: list[tuple[int, int, int]] = []  # whole axes blocked: (base, size, record)
         self.sources: list[ChannelAxis] = []
         self.choices: list[tuple[ir.Node, Choice | SplitChoice]] = []
         self.block_axes: list[ChannelAxis] = []  # axes of couplings that join whole blocks
+        self._shapes: dict[int, tuple[int | None, ...] | None] = {}
+
+    def shape(self, value: ir.Value) -> tuple[int | None, ...] | None:
+        """``static_shape(value)``, computed once per value (the walk asks several times)."""
+        key = id(value)
+        if key not in self._shapes:
+            self._shapes[key] = static_shape(value)
+        return self._shapes[key]
 
     def record(self, blocked: Blocked) -> int:
         self.records.append(blocked)
         return len(self.records) - 1
 
     def block_value(self, value: ir.Value, record: int, only=None) -> None:
-        shape = static_shape(value)
+        shape = self.shape(value)
         for axis in range(0 if shape is None else len(shape)):
             if only is None or axis in only:
-                self.blocks.append((self.table.get((value, axis)).ids(), record))
+                self.block_axis(self.table.get((value, axis)), record)
+
+    def block_axis(self, entry: ChannelAxis, record: int) -> None:
+        self.blocks.append((entry.base, entry.size, record))
 
     def labels_and_blocks(self) -> tuple[np.ndarray, np.ndarray]:
         """Class label per element, and the first block record per class label."""
         n = self.table.num_elements
-        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
-        labels = components(n, cat(self.pairs_a), cat(self.pairs_b))
+        same = np.array(self.same, np.int64).reshape(-1, 3)
+        pairs_a = np.concatenate([_ranges(same[:, 0], same[:, 2]), *self.pairs_a])
+        pairs_b = np.concatenate([_ranges(same[:, 1], same[:, 2]), *self.pairs_b])
+        labels = components(n, pairs_a, pairs_b)
         class_block = np.full(n, NOT_BLOCKED, dtype=np.int64)
-        for ids, record in self.blocks:
-            np.minimum.at(class_block, labels[ids], record)
+        blocks = np.array(self.blocks, np.int64).reshape(-1, 3)
+        sizes = np.maximum(blocks[:, 1], 0)
+        ids = _ranges(blocks[:, 0], sizes)
+        np.minimum.at(class_block, labels[ids], np.repeat(blocks[:, 2], sizes))
         return labels, class_block
 
     def settle_choices(self) -> None:
@@ -111,7 +127,8 @@ class _Collector:
         """
         splits = [(n, c) for n, c in self.choices if isinstance(c, SplitChoice)]
         merges = [(n, c) for n, c in self.choices if isinstance(c, Choice)]
-        marks = (len(self.pairs_a), len(self.blocks), len(self.records), len(self.block_axes))
+        marks = (len(self.pairs_a), len(self.blocks), len(self.records), len(self.block_axes),
+                 len(self.same))
         minor: set[int] = set()
         while True:
             self._settle_splits(splits, minor)
@@ -124,6 +141,7 @@ class _Collector:
             minor |= worse
             del self.pairs_a[marks[0]:], self.pairs_b[marks[0]:]
             del self.blocks[marks[1]:], self.records[marks[2]:], self.block_axes[marks[3]:]
+            del self.same[marks[4]:]
 
     def _settle_splits(self, splits, minor: set[int]) -> None:
         for i, (node, split) in enumerate(splits):
@@ -132,7 +150,7 @@ class _Collector:
             detail = ("split keeps the same offset in every block" if i in minor
                       else "split keeps whole blocks")
             record = self.record(_not_preserved(node, detail))
-            self.blocks.append((self.table.get(other.b).ids(), record))
+            self.block_axis(self.table.get(other.b), record)
 
     def _settle_merges(self, merges) -> list[tuple[int, Coupling]]:
         """Declares, for every merge, the option whose input channels are free; blocks the rest."""
@@ -155,7 +173,7 @@ class _Collector:
                 detail = f"merged into an axis that keeps the channels of {kept}"
                 record = self.record(_not_preserved(node, detail))
                 for option in others:
-                    self.blocks.append((self.table.get(option.a).ids(), record))
+                    self.block_axis(self.table.get(option.a), record)
         return picks
 
     def _fragmented_splits(self, splits, minor: set[int], picks) -> set[int]:
@@ -180,7 +198,8 @@ class _Collector:
         if coupling.ia is not None and not ea.opaque and not eb.opaque:
             ia, ib = coupling.ia, coupling.ib
         elif coupling.ia is None and not ea.opaque and not eb.opaque and ea.size == eb.size:
-            ia = ib = np.arange(ea.size)
+            self.same.append((ea.base, eb.base, max(ea.size, 0)))
+            return ea, eb
         else:  # sizes unknown or unequal: everything on both axes is one (blocked) class
             ia = np.concatenate([np.arange(ea.size), np.zeros(eb.size, np.int64)])
             ib = np.concatenate([np.zeros(ea.size, np.int64), np.arange(eb.size)])
@@ -269,7 +288,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
                         fed.add((id(out.value), out.axis))
         record = None
         for value in inputs + outputs:
-            shape = static_shape(value) or ()
+            shape = col.shape(value) or ()
             loose = [a for a in range(len(shape)) if (id(value), a) not in declared]
             if loose:
                 if record is None:
@@ -279,7 +298,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
         if from_constants:
             continue  # outputs computed from constants alone are no layer's channels
         for value in outputs:
-            for axis in range(len(static_shape(value) or ())):
+            for axis in range(len(col.shape(value) or ())):
                 if (id(value), axis) in declared and (id(value), axis) not in fed:
                     col.sources.append(col.table.get((value, axis)))
     for value in graph.inputs:
@@ -295,7 +314,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
         if entry.opaque:
             detail = f"axis {entry.axis} of '{entry.value.name}' {entry.opaque_reason}"
             record = col.record(Blocked(BlockReason.DYNAMIC_SIZE, "", "shape", detail))
-            col.blocks.append((entry.ids(), record))
+            col.block_axis(entry, record)
     return col
 
 
@@ -318,68 +337,133 @@ def analyze_channels(model: ir.Model, exclude: Sequence[str] = (),
 
 
 def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
+    """Groups of free, sourced, parameter-carrying classes; every step is one pass over arrays."""
     table, n = col.table, col.table.num_elements
+    layout = _Layout(table, labels)
     has_param = np.zeros(n, bool)
-    for entry in table.axes:
-        if entry.constant:
-            has_param[labels[entry.base : entry.base + entry.size]] = True
+    has_param[labels[layout.elements_where(layout.constant)]] = True
     free = (class_block == NOT_BLOCKED) & has_param
-    # classes sharing a source axis form one group
-    link_a, link_b, blocked_sources, seen = [], [], [], set()
-    for entry in col.sources:
-        if (entry.base, entry.size) in seen:
-            continue
-        seen.add((entry.base, entry.size))
-        axis_labels = labels[entry.base : entry.base + entry.size]
-        stuck = class_block[axis_labels]
+    sources = _unique_sources(col.sources)
+    blocked_sources = []
+    for entry in sources:  # classes sharing a source axis form one group
+        stuck = class_block[labels[entry.base : entry.base + entry.size]]
         if (stuck != NOT_BLOCKED).any():
             blocked_sources.append((entry, col.records[int(stuck.min())]))
-        link_a.append(axis_labels[:-1])
-        link_b.append(axis_labels[1:])
+    sources = [e for e in sources if e.size > 0]  # an empty axis reaches no class
+    sizes = np.array([e.size for e in sources], dtype=np.int64)
+    source_labels = labels[_ranges([e.base for e in sources], sizes)]
+    starts_axis = np.zeros(len(source_labels), bool)  # elements that begin a source axis
+    starts_axis[np.cumsum(sizes) - sizes] = True
+    linked = ~starts_axis[1:]  # element i and i+1 lie on one source axis
+    group_of = components(n, source_labels[:-1][linked], source_labels[1:][linked])
     sourced = np.zeros(n, bool)
-    for entry in col.sources:
-        sourced[labels[entry.base : entry.base + entry.size]] = True
-    group_of = components(n, np.concatenate(link_a or [np.zeros(0, np.int64)]),
-                          np.concatenate(link_b or [np.zeros(0, np.int64)]))
+    sourced[source_labels] = True
     prunable = np.flatnonzero(free & sourced & (labels == np.arange(n)))
-    signature = _axis_signatures(table, labels, n)
-    root_of: dict[int, ChannelAxis] = {}
-    for entry in col.sources:
-        for label in labels[entry.base : entry.base + entry.size]:
-            root_of.setdefault(int(group_of[label]), entry)
-    keys = sorted({int(group_of[label]) for label in prunable}, key=lambda k: root_of[k].base)
-    slot = {key: i for i, key in enumerate(keys)}
+    # the first source axis (in walk order) that reaches a group names it
+    source_of = np.repeat(np.arange(len(sources)), sizes)
+    found, first = np.unique(group_of[source_labels], return_index=True)
+    root_index = np.full(n, -1, np.int64)
+    root_index[found] = source_of[first]
+    keys = np.unique(group_of[prunable])
+    keys = keys[np.argsort([sources[root_index[k]].base for k in keys], kind="stable")]
+    slot = np.full(n, -1, np.int64)
+    slot[keys] = np.arange(len(keys))
     label_group = np.full(n, -1, dtype=np.int64)
-    label_group[prunable] = [slot[int(group_of[label])] for label in prunable]
-    touched: list[list[int]] = [[] for _ in keys]
-    for i, entry in enumerate(table.axes):
-        for g in np.unique(label_group[labels[entry.base : entry.base + entry.size]]):
-            if g >= 0:
-                touched[g].append(i)
+    label_group[prunable] = slot[group_of[prunable]]
+    touched = layout.axes_per_group(label_group, len(keys))
+    signature = layout.signatures()
+    by_group = _split_by(prunable, label_group[prunable], len(keys))
     index_of = {id(entry): i for i, entry in enumerate(table.axes)}
     block_axes = {index_of[id(entry)] for entry in col.block_axes}
     groups = []
     for g, key in enumerate(keys):
-        root = root_of[key]
+        root = sources[root_index[key]]
         order = labels[root.base : root.base + root.size]
-        on_root = list(dict.fromkeys(int(c) for c in order if label_group[c] == g))
-        rest = sorted(set(np.flatnonzero(label_group == g).tolist()) - set(on_root))
-        members = np.array(on_root + rest, dtype=np.int64)
-        segments: dict[int, list[int]] = {}
-        for label in members:
-            segments.setdefault(int(signature[label]), []).append(int(label))
-        parts = tuple(np.array(s, np.int64) for s in segments.values())
-        kind = "heads" if block_axes & set(touched[g]) else "channels"
-        groups.append(Group(g, root, members, parts, tuple(touched[g]), kind))
+        on_root = _first_occurrences(order[label_group[order] == g])
+        rest = np.setdiff1d(by_group[g], on_root, assume_unique=True)
+        members = np.concatenate([on_root, rest]).astype(np.int64)
+        parts = _segments(members, signature[members])
+        axes = tuple(touched[g].tolist())
+        kind = "heads" if block_axes.intersection(axes) else "channels"
+        groups.append(Group(g, root, members, parts, axes, kind))
     return tuple(groups), tuple(blocked_sources)
 
 
-def _axis_signatures(table: AxisTable, labels: np.ndarray, n: int) -> np.ndarray:
-    """A hash per class of the set of axes it reaches (classes with equal sets share a segment)."""
-    rng = np.random.default_rng(0)
-    weights = rng.integers(1, 2**63 - 1, size=len(table.axes), dtype=np.int64).astype(np.uint64)
-    signature = np.zeros(n, dtype=np.uint64)
-    for i, entry in enumerate(table.axes):
-        present = np.unique(labels[entry.base : entry.base + entry.size])
-        signature[present] += weights[i]
-    return signature
+class _Layout:
+    """Element ids laid out by axis: which axis owns each element, and per-axis facts."""
+
+    def __init__(self, table: AxisTable, labels: np.ndarray) -> None:
+        self.table, self.labels = table, labels
+        self.num_axes = max(1, len(table.axes))
+        sizes = np.maximum(0, np.array([e.size for e in table.axes], dtype=np.int64))
+        self.constant = np.array([e.constant for e in table.axes], dtype=bool)
+        self.element = _ranges([e.base for e in table.axes], sizes)  # axis by axis
+        self.axis_of = np.repeat(np.arange(len(sizes)), sizes)
+        self._pairs: tuple[np.ndarray, np.ndarray] | None = None
+
+    def elements_where(self, axis_mask: np.ndarray) -> np.ndarray:
+        return self.element[axis_mask[self.axis_of]]
+
+    def label_axis_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each distinct ``(class label, axis index)`` once, sorted by label then axis."""
+        if self._pairs is None:
+            key = np.unique(self.labels[self.element] * self.num_axes + self.axis_of)
+            self._pairs = key // self.num_axes, key % self.num_axes
+        return self._pairs
+
+    def axes_per_group(self, label_group: np.ndarray, num_groups: int) -> list[np.ndarray]:
+        """Per group, the ascending indices of the axes any of its classes reaches."""
+        label, axis = self.label_axis_pairs()
+        group = label_group[label]
+        keep = group >= 0
+        key = np.unique(group[keep] * self.num_axes + axis[keep])
+        return _split_by(key % self.num_axes, key // self.num_axes, num_groups)
+
+    def signatures(self) -> np.ndarray:
+        """A hash per class of the set of axes it reaches (equal sets share a segment)."""
+        rng = np.random.default_rng(0)
+        weights = rng.integers(1, 2**63 - 1, size=len(self.table.axes), dtype=np.int64)
+        signature = np.zeros(len(self.labels), dtype=np.uint64)
+        label, axis = self.label_axis_pairs()
+        np.add.at(signature, label, weights.astype(np.uint64)[axis])
+        return signature
+
+
+def _unique_sources(sources: Sequence[ChannelAxis]) -> list[ChannelAxis]:
+    """Source axes without repeats, in walk order."""
+    seen, unique = set(), []
+    for entry in sources:
+        if (entry.base, entry.size) not in seen:
+            seen.add((entry.base, entry.size))
+            unique.append(entry)
+    return unique
+
+
+def _ranges(starts: Sequence[int], sizes: Sequence[int]) -> np.ndarray:
+    """``concat(arange(s, s + k) for s, k)`` without a Python loop."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if not len(sizes):
+        return np.zeros(0, np.int64)
+    offsets = np.repeat(np.asarray(starts, np.int64) - np.cumsum(sizes) + sizes, sizes)
+    return offsets + np.arange(int(sizes.sum()))
+
+
+def _split_by(values: np.ndarray, keys: np.ndarray, num_keys: int) -> list[np.ndarray]:
+    """``values`` per key ``0..num_keys-1``, each keeping the order ``values`` had."""
+    order = np.argsort(keys, kind="stable")
+    bounds = np.searchsorted(keys[order], np.arange(num_keys + 1))
+    ordered = values[order]
+    return [ordered[bounds[k] : bounds[k + 1]] for k in range(num_keys)]
+
+
+def _first_occurrences(values: np.ndarray) -> np.ndarray:
+    """The distinct entries of ``values`` in the order they first appear."""
+    _, first = np.unique(values, return_index=True)
+    return values[np.sort(first)]
+
+
+def _segments(members: np.ndarray, signature: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``members`` split by signature, segments in order of first appearance, order kept."""
+    _, first, inverse = np.unique(signature, return_index=True, return_inverse=True)
+    parts = _split_by(members, inverse.reshape(-1), len(first))
+    return tuple(parts[k] for k in np.argsort(first, kind="stable"))

@@ -19,6 +19,7 @@ _LITERAL = {"parse_math": False, "usetex": False}
 
 def _labels(names: Sequence[str]) -> list[str]:
     return [printable(n) for n in names]
+_MAX_BARS = 200  # longer per-layer series are summed over runs of consecutive entries
 
 
 def _values(values: Sequence[float | None]) -> np.ndarray:
@@ -39,6 +40,27 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _binned(values: Sequence[float], bins: int) -> np.ndarray:
+    """``values`` summed over ``bins`` runs of consecutive entries (as equal as can be)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) <= bins:
+        return values
+    starts = (np.arange(bins) * len(values)) // bins
+    return np.add.reduceat(values, starts)
+
+
+def _runs_note(count: int, what: str) -> str:
+    """Title suffix saying how a series of ``count`` entries was summed into bars."""
+    if count <= _MAX_BARS:
+        return ""
+    return f", summed over {_MAX_BARS} runs of ~{count / _MAX_BARS:.0f} consecutive {what}"
+
+
+def _legend_place(bars: int) -> str:
+    """A legend place: the "best" search is slow (and warns) over hundreds of bars."""
+    return "best" if bars <= _MAX_LABELS else "upper right"
+
+
 def _bar_pairs(ax, labels: Sequence[str], before: Sequence[float], after: Sequence[float]) -> None:
     x = np.arange(len(labels))
     ax.bar(x - 0.2, before, 0.4, color=BEFORE, label="before")
@@ -46,7 +68,7 @@ def _bar_pairs(ax, labels: Sequence[str], before: Sequence[float], after: Sequen
     if len(labels) <= _MAX_LABELS:
         ax.set_xticks(x, _labels(labels), rotation=90, fontsize=6 if len(labels) > 20 else 8,
                       **_LITERAL)
-    ax.legend()
+    ax.legend(loc=_legend_place(len(labels)))
 
 
 def _short(name: str) -> str:
@@ -61,14 +83,19 @@ def _short(name: str) -> str:
 
 
 def channels_per_group(groups: Sequence[dict]) -> str:
-    """Channels before and after of every group, in graph order."""
+    """Channels before and after of every group, in graph order.
+
+    Above ``_MAX_BARS`` groups, each bar sums a run of consecutive groups.
+    """
     figure, axes = _figure(12, 4.5)
     ax = axes[0][0]
-    labels = [_short(g["name"]) for g in groups]
-    _bar_pairs(ax, labels, [g["channels_before"] for g in groups],
-               [g["channels_after"] for g in groups])
+    many = len(groups) > _MAX_BARS
+    labels = [""] * _MAX_BARS if many else [_short(g["name"]) for g in groups]
+    _bar_pairs(ax, labels, _binned([g["channels_before"] for g in groups], _MAX_BARS),
+               _binned([g["channels_after"] for g in groups], _MAX_BARS))
     ax.set_ylabel("channels")
-    ax.set_title(f"Channels kept per layer ({len(groups)} groups)")
+    ax.set_title(f"Channels kept per layer ({len(groups)} groups"
+                 f"{_runs_note(len(groups), 'groups')})")
     return _png(figure)
 
 
@@ -88,19 +115,23 @@ def macs_by_op(before: dict[str, int], after: dict[str, int]) -> str:
 
 
 def macs_per_node(before: Sequence[dict], after: Sequence[dict]) -> str:
-    """MACs of every node with MACs, in graph order, before and after (by node name)."""
+    """MACs of every node with MACs, in graph order, before and after (by node name).
+
+    Above ``_MAX_BARS`` nodes, each bar sums a run of consecutive nodes.
+    """
     after_by_name = {n["name"]: n["macs"] for n in after}
     nodes = [n for n in before if n["macs"]]
     figure, axes = _figure(12, 3.5)
     ax = axes[0][0]
-    x = np.arange(len(nodes))
-    ax.bar(x, [n["macs"] / 1e6 for n in nodes], 0.8, color=BEFORE, label="before")
-    ax.bar(x, [after_by_name.get(n["name"], 0) / 1e6 for n in nodes], 0.5, color=AFTER,
-           label="after")
+    macs_before = _binned([n["macs"] / 1e6 for n in nodes], _MAX_BARS)
+    macs_after = _binned([after_by_name.get(n["name"], 0) / 1e6 for n in nodes], _MAX_BARS)
+    x = np.arange(len(macs_before))
+    ax.bar(x, macs_before, 0.8, color=BEFORE, label="before")
+    ax.bar(x, macs_after, 0.5, color=AFTER, label="after")
     ax.set_xlabel("node (graph order)")
     ax.set_ylabel("MMACs")
-    ax.set_title("MACs per node")
-    ax.legend()
+    ax.set_title(f"MACs per node{_runs_note(len(nodes), 'nodes')}")
+    ax.legend(loc=_legend_place(len(x)))
     return _png(figure)
 
 
