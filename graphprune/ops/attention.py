@@ -33,6 +33,7 @@ from graphprune.ops.base import (
     Rule,
     attr,
     broadcast_couplings,
+    fill_shape,
     identity,
     mapped,
     static_shape,
@@ -42,18 +43,6 @@ from graphprune.ops.registry import register
 CONTRIB = "com.microsoft"
 
 
-def _set_shape(value: ir.Value | None, dims, dtype) -> bool:
-    """Gives ``value`` the shape ``dims`` (and a dtype) where it has none; True when it changed."""
-    if value is None or not value.name or dims is None:
-        return False
-    if value.shape is not None and len(value.shape) == len(dims):
-        return False
-    value.shape = ir.Shape(list(dims))
-    if value.dtype is None:
-        value.dtype = dtype
-    return True
-
-
 def _same_shape(node: ir.Node, outputs: range) -> bool:
     x = node.inputs[0]
     if x is None or x.shape is None:
@@ -61,7 +50,7 @@ def _same_shape(node: ir.Node, outputs: range) -> bool:
     changed = False
     for k in outputs:
         if k < len(node.outputs):
-            changed |= _set_shape(node.outputs[k], list(x.shape), x.dtype)
+            changed |= fill_shape(node.outputs[k], list(x.shape), x.dtype)
     return changed
 
 
@@ -150,7 +139,7 @@ class AttentionRule(_HeadsRule):
             return False
         sizes = attr(node, "qkv_hidden_sizes")
         d = sizes[2] if sizes else ws[1] // 3
-        return _set_shape(node.outputs[0], [x.shape[0], x.shape[1], d], x.dtype)
+        return fill_shape(node.outputs[0], [x.shape[0], x.shape[1], d], x.dtype)
 
 
 @register
@@ -196,7 +185,7 @@ class MultiHeadAttentionRule(_HeadsRule):
         q, v = node.inputs[0], node.inputs[2] if len(node.inputs) > 2 else None
         if q is None or v is None or q.shape is None or v.shape is None or len(q.shape) != 3:
             return False
-        return _set_shape(node.outputs[0], [q.shape[0], q.shape[1], v.shape[-1]], q.dtype)
+        return fill_shape(node.outputs[0], [q.shape[0], q.shape[1], v.shape[-1]], q.dtype)
 
 
 @register
@@ -229,7 +218,7 @@ class SkipLayerNormRule(Rule):
             stats = [*list(x.shape)[:-1], 1]
             for k in (1, 2):
                 if k < len(node.outputs):
-                    changed |= _set_shape(node.outputs[k], stats, ir.DataType.FLOAT)
+                    changed |= fill_shape(node.outputs[k], stats, ir.DataType.FLOAT)
         return changed
 
 
@@ -259,11 +248,11 @@ class EmbedLayerNormRule(Rule):
         ws = static_shape(word)
         if ids is None or ids.shape is None or ws is None:
             return False
-        changed = _set_shape(node.outputs[0], [*ids.shape, ws[1]], word.dtype)
+        changed = fill_shape(node.outputs[0], [*ids.shape, ws[1]], word.dtype)
         if len(node.outputs) > 1:
-            changed |= _set_shape(node.outputs[1], [ids.shape[0]], ir.DataType.INT32)
+            changed |= fill_shape(node.outputs[1], [ids.shape[0]], ir.DataType.INT32)
         if len(node.outputs) > 2:
-            changed |= _set_shape(node.outputs[2], [*ids.shape, ws[1]], word.dtype)
+            changed |= fill_shape(node.outputs[2], [*ids.shape, ws[1]], word.dtype)
         return changed
 
 

@@ -181,6 +181,22 @@ def private_producer(node: ir.Node, index: int) -> ir.Node:
     return copy
 
 
+def fill_shape(value: ir.Value | None, dims, dtype: ir.DataType | None) -> bool:
+    """Gives ``value`` the shape ``dims`` where inference left it unknown; True when it changed.
+
+    For ops ONNX has no schema for (contrib ops): no shape, or unknown dims, are replaced; a
+    missing dtype becomes ``dtype``.
+    """
+    if value is None or not value.name or dims is None:
+        return False
+    if value.shape is not None and all(isinstance(d, int) for d in value.shape):
+        return False
+    value.shape = ir.Shape(list(dims))
+    if value.dtype is None:
+        value.dtype = dtype
+    return True
+
+
 def _fresh_name(graph: ir.Graph, stem: str) -> str:
     name, k = stem, 0
     while name in graph.initializers:

@@ -24,6 +24,7 @@ from graphprune.ops.base import (
     Rule,
     attr,
     broadcast_couplings,
+    fill_shape,
     identity,
     normalize_axis,
     static_shape,
@@ -40,17 +41,6 @@ from graphprune.ops.registry import register
 from graphprune.ops.spatial import PoolRule
 
 CONTRIB = "com.microsoft"
-
-
-def _fill_shape(node: ir.Node, dims: list | None, dtype: ir.DataType | None) -> bool:
-    """Sets the output's shape (and dtype) when inference left dims unknown."""
-    y = node.outputs[0]
-    if dims is None or (y.shape is not None and all(isinstance(d, int) for d in y.shape)):
-        return False
-    y.shape = ir.Shape(dims)
-    if y.dtype is None:
-        y.dtype = dtype
-    return True
 
 
 def _dims(value: ir.Value | None) -> list | None:
@@ -109,7 +99,7 @@ class QGemmRule(PerTensorInputs, GemmRule):
         n = b[0] if attr(node, "transB", 0) else b[1]
         quantized = optional_input(node, 7) is not None
         dtype = _output_dtype(node, 8) if quantized else ir.DataType.FLOAT
-        return _fill_shape(node, [m, n], dtype)
+        return fill_shape(node.outputs[0], [m, n], dtype)
 
 
 @register
@@ -130,7 +120,7 @@ class QLinearBinaryRule(Rule):
         a, b = _dims(node.inputs[0]), _dims(node.inputs[3])
         if a is None or b is None:
             return False
-        return _fill_shape(node, _broadcast(a, b), _output_dtype(node, 7))
+        return fill_shape(node.outputs[0], _broadcast(a, b), _output_dtype(node, 7))
 
 
 @register
@@ -160,7 +150,7 @@ class QLinearGlobalAveragePoolRule(Rule):
             return False
         c = self.channel_axis(node, len(dims))
         out = [d if axis in (0, c) else 1 for axis, d in enumerate(dims)]
-        return _fill_shape(node, out, _output_dtype(node, 4))
+        return fill_shape(node.outputs[0], out, _output_dtype(node, 4))
 
 
 @register
@@ -190,7 +180,7 @@ class QLinearConcatRule(ConcatRule):
         sizes = [p[axis] for p in parts]
         dims = list(parts[0])
         dims[axis] = sum(sizes) if all(isinstance(d, int) for d in sizes) else None
-        return _fill_shape(node, dims, _output_dtype(node, 1))
+        return fill_shape(node.outputs[0], dims, _output_dtype(node, 1))
 
 
 @register
@@ -212,7 +202,7 @@ class QLinearUnaryRule(Rule):
         return [identity((x, a), (y, a)) for a in range(len(shape))]
 
     def refine_shapes(self, node: ir.Node) -> bool:
-        return _fill_shape(node, _dims(node.inputs[0]), _output_dtype(node, 4))
+        return fill_shape(node.outputs[0], _dims(node.inputs[0]), _output_dtype(node, 4))
 
 
 @register
@@ -255,4 +245,4 @@ class QLinearAveragePoolRule(PoolRule):
             return False
         out = [d.dim_value if d.HasField("dim_value") else None
                for d in found.tensor_type.shape.dim]
-        return _fill_shape(node, out, _output_dtype(node, 4))
+        return fill_shape(node.outputs[0], out, _output_dtype(node, 4))
