@@ -1,0 +1,160 @@
+"""Fidelity of pruned real models on a task metric: PP-OCRv4 det + rec, OCR character similarity.
+
+The detector and recognizer of ``rapidocr-onnxruntime==1.4.4`` (fetched by ``tests/corpus.py``)
+read text rendered with PIL (``benchmarks/ocr_pipeline.py``); the score is the mean of
+``1 - levenshtein / max(len)`` between the recognized and the rendered text. The original pair
+is measured first, then each pruned model with the *other* model left original: every
+``(criterion, ratio, round_to)`` setting is passed to ``graphprune.prune(**kwargs)``, and the MACs
+ratio is counted at the shape the pipeline runs (detector ``1x3x160x480``, recognizer
+``1x3x48x320``). A criterion graphprune does not know (yet) gets a row with its error, so the
+criteria of other work plug in by name:
+
+    python benchmarks/fidelity.py                       # the default grid, a table
+    python benchmarks/fidelity.py --criteria l1,l2,activation --ratios 0.1,0.3 --json out.json
+    python benchmarks/fidelity.py --images 8 --targets det   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_ROOT))
+
+import graphprune  # noqa: E402
+from benchmarks.ocr_pipeline import (  # noqa: E402
+    IMAGE_HW,
+    REC_HEIGHT,
+    REC_MIN_WIDTH,
+    evaluate,
+    recognizer_characters,
+    render_set,
+)
+from graphprune._io import save_model  # noqa: E402
+from tests import corpus  # noqa: E402
+
+SHAPES = {"det": {"x": (1, 3, *IMAGE_HW)}, "rec": {"x": (1, 3, REC_HEIGHT, REC_MIN_WIDTH)}}
+CORPUS_IDS = {"det": "ppocr4_det", "rec": "ppocr4_rec"}
+DEFAULT_RATIOS = {"det": (0.1, 0.2, 0.3, 0.5), "rec": (0.1, 0.3)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One pruning of one model: the keyword arguments of ``graphprune.prune``."""
+
+    target: str  # "det" or "rec"
+    criterion: str
+    ratio: float
+    round_to: int
+
+    def kwargs(self) -> dict:
+        return {"criterion": self.criterion, "ratio": self.ratio, "round_to": self.round_to,
+                "input_shapes": SHAPES[self.target]}
+
+
+def settings(targets: Sequence[str], criteria: Sequence[str], round_tos: Sequence[int],
+             ratios: dict[str, Sequence[float]]) -> Iterator[Setting]:
+    """The grid, target by target."""
+    for target in targets:
+        for criterion in criteria:
+            for round_to in round_tos:
+                for ratio in ratios[target]:
+                    yield Setting(target, criterion, ratio, round_to)
+
+
+def run_setting(setting: Setting, models: dict[str, Path], samples, characters, work: Path,
+                threads: int) -> dict:
+    """Prunes ``setting.target``, evaluates it with the other model original: one table row."""
+    row = dataclasses.asdict(setting)
+    start = time.perf_counter()
+    try:
+        result = graphprune.prune(models[setting.target], **setting.kwargs())
+    except Exception as exc:  # an unknown criterion, a model the tool refuses: a row, not a stop
+        row.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0][:160])
+        return row
+    path = work / f"{setting.target}_{setting.criterion}_{setting.ratio}_{setting.round_to}.onnx"
+    save_model(result.model, path)
+    pair = {**models, setting.target: path}
+    row.update(macs_ratio=round(result.after.macs / result.before.macs, 4),
+               params_ratio=round(result.after.params / result.before.params, 4),
+               similarity=round(evaluate(pair["det"], pair["rec"], samples, characters,
+                                         threads), 4),
+               seconds=round(time.perf_counter() - start, 1))
+    path.unlink()
+    return row
+
+
+def table(rows: Sequence[dict]) -> str:
+    """The rows as a fixed-width text table."""
+    lines = [f"{'model':<5} {'criterion':<11} {'ratio':>5} {'round_to':>8} {'MACs x':>7} "
+             f"{'params x':>8} {'OCR sim':>7}"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['target']:<5} {r['criterion']:<11} {r['ratio']:>5} "
+                         f"{r['round_to']:>8}  error: {r['error']}")
+            continue
+        lines.append(f"{r['target']:<5} {r['criterion']:<11} {r['ratio']:>5} {r['round_to']:>8} "
+                     f"{r['macs_ratio']:>7.3f} {r['params_ratio']:>8.3f} {r['similarity']:>7.3f}")
+    return "\n".join(lines)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20, help="rendered test images")
+    parser.add_argument("--criteria", default="l1,l2", help="comma-separated criterion names")
+    parser.add_argument("--round-to", default="1,16", help="comma-separated round_to values")
+    parser.add_argument("--ratios", default=None,
+                        help="comma-separated ratios for every target "
+                             "(default: det 0.1,0.2,0.3,0.5; rec 0.1,0.3)")
+    parser.add_argument("--targets", default="det,rec", help="which models to prune: det,rec")
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """Runs the benchmark; prints the table; returns the rows (the original first)."""
+    args = _parser().parse_args(argv)
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = sorted(set(targets) - set(CORPUS_IDS))
+    if unknown:
+        raise SystemExit(f"error: unknown --targets {', '.join(unknown)} (use det, rec)")
+    ratios = ({t: _floats(args.ratios) for t in targets} if args.ratios else DEFAULT_RATIOS)
+    models = {t: corpus.fetch(corpus.BY_ID[i]) for t, i in CORPUS_IDS.items()}
+    characters = recognizer_characters(models["rec"])
+    samples = render_set(args.images)
+    start = time.perf_counter()
+    rows = [{"target": "both", "criterion": "original", "ratio": 0.0, "round_to": 1,
+             "macs_ratio": 1.0, "params_ratio": 1.0,
+             "similarity": round(evaluate(models["det"], models["rec"], samples, characters,
+                                          args.threads), 4)}]
+    print(table(rows), flush=True)
+    grid = settings(targets, [c for c in args.criteria.split(",") if c],
+                    [int(v) for v in args.round_to.split(",") if v], ratios)
+    with tempfile.TemporaryDirectory(prefix="graphprune-fidelity-") as work:
+        for setting in grid:
+            rows.append(run_setting(setting, models, samples, characters, Path(work),
+                                    args.threads))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    print(f"\n{len(samples)} images {IMAGE_HW[0]}x{IMAGE_HW[1]}, "
+          f"{time.perf_counter() - start:.0f} s\n")
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"images": len(samples), "image_hw": IMAGE_HW,
+                                         "rows": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

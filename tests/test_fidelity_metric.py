@@ -1,0 +1,90 @@
+"""The OCR task metric of ``benchmarks/fidelity.py``.
+
+Edit-distance similarity, CTC decoding, detection boxes, and (slow) the original PP-OCRv4
+pipeline reading a rendered image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.ocr_pipeline import (
+    boxes_from_probability,
+    ctc_greedy_decode,
+    levenshtein,
+    render,
+    similarity,
+)
+
+
+@pytest.mark.parametrize(("a", "b", "distance"), [
+    ("", "", 0), ("abc", "", 3), ("", "ab", 2), ("kitten", "sitting", 3),
+    ("flaw", "lawn", 2), ("same", "same", 0), ("abc", "cba", 2), ("a", "b", 1),
+])
+def test_levenshtein_known_pairs(a, b, distance):
+    assert levenshtein(a, b) == distance
+    assert levenshtein(b, a) == distance
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    ("", "", 1.0), ("hello", "hello", 1.0), ("kitten", "sitting", 1 - 3 / 7),
+    ("abcd", "", 0.0), ("abcd", "wxyz", 0.0), ("Exit 12", "Exit 13", 1 - 1 / 7),
+])
+def test_similarity_known_pairs(a, b, expected):
+    assert similarity(a, b) == pytest.approx(expected)
+    assert similarity(b, a) == pytest.approx(expected)
+
+
+def _logits(path: list[int], classes: int) -> np.ndarray:
+    logits = np.full((len(path), classes), -5.0, dtype=np.float32)
+    logits[np.arange(len(path)), path] = 3.0
+    return logits
+
+
+def test_ctc_greedy_decode_merges_repeats_and_drops_blanks():
+    characters = ["blank", "a", "b", "c", " "]
+    # a a _ a b b _ _ c ' ' c: adjacent repeats merge, a blank separates two equal letters
+    path = [1, 1, 0, 1, 2, 2, 0, 0, 3, 4, 3]
+    assert ctc_greedy_decode(_logits(path, 5), characters) == "aabc c"
+    assert ctc_greedy_decode(_logits([0, 0, 0], 5), characters) == ""
+    assert ctc_greedy_decode(_logits([2, 0, 2], 5), characters) == "bb"
+
+
+def test_ctc_greedy_decode_takes_the_arg_max_per_step():
+    characters = ["blank", "x", "y"]
+    logits = np.array([[0.1, 0.7, 0.2], [0.1, 0.2, 0.7], [0.8, 0.1, 0.1], [0.3, 0.3, 0.4]])
+    assert ctc_greedy_decode(logits, characters) == "xyy"
+
+
+def test_boxes_from_probability_finds_separate_lines_in_reading_order():
+    prob = np.zeros((64, 128), dtype=np.float32)
+    prob[40:50, 10:60] = 0.9  # second line
+    prob[8:18, 20:100] = 0.8  # first line
+    prob[30:32, 100:102] = 0.9  # a speck below MIN_SIZE
+    prob[20:30, 110:120] = 0.35  # above DET_THRESH but its mean is below BOX_THRESH
+    boxes = boxes_from_probability(prob)
+    assert len(boxes) == 2
+    (a0, a1, ax0, ax1), (b0, b1, bx0, bx1) = boxes
+    assert a0 < 8 and a1 > 17 and ax0 < 20 and ax1 > 99  # grown around the first line
+    assert b0 > a1 - 8 and bx0 < 10
+
+
+def test_render_is_deterministic_and_black_on_white():
+    first, again = render(3), render(3)
+    assert first.lines == again.lines and np.array_equal(first.image, again.image)
+    assert first.image.dtype == np.uint8 and first.image.shape[2] == 3
+    assert np.median(first.image) > 200 and first.image.min() < 60
+    assert render(4).lines != first.lines or not np.array_equal(render(4).image, first.image)
+
+
+@pytest.mark.slow
+def test_original_pipeline_reads_a_rendered_image():
+    from benchmarks.ocr_pipeline import OCR, recognizer_characters
+    from tests import corpus
+
+    det = corpus.fetch(corpus.BY_ID["ppocr4_det"])
+    rec = corpus.fetch(corpus.BY_ID["ppocr4_rec"])
+    sample = render(2)
+    text = OCR(det, rec, recognizer_characters(rec), threads=1)(sample.image)
+    assert text == sample.text
