@@ -33,9 +33,12 @@ from benchmarks.ocr_pipeline import (  # noqa: E402
     IMAGE_HW,
     REC_HEIGHT,
     REC_MIN_WIDTH,
-    evaluate,
+    evaluate,  # noqa: F401  (re-exported: evaluate(det_path, rec_path, images, characters))
     recognizer_characters,
     render_set,
+    run,
+    step_agreement,
+    text_mask_iou,
 )
 from graphprune._io import save_model  # noqa: E402
 from tests import corpus  # noqa: E402
@@ -70,8 +73,13 @@ def settings(targets: Sequence[str], criteria: Sequence[str], round_tos: Sequenc
 
 
 def run_setting(setting: Setting, models: dict[str, Path], samples, characters, work: Path,
-                threads: int) -> dict:
-    """Prunes ``setting.target``, evaluates it with the other model original: one table row."""
+                threads: int, reference=None) -> dict:
+    """Prunes ``setting.target``, evaluates it with the other model original: one table row.
+
+    With ``reference`` (the original pipeline's :class:`ocr_pipeline.Run`) the row also has
+    graded output fidelity: ``det_iou`` (text-mask IoU) for the detector, ``rec_agree``
+    (arg-max agreement per time step) for the recognizer.
+    """
     row = dataclasses.asdict(setting)
     start = time.perf_counter()
     try:
@@ -82,11 +90,16 @@ def run_setting(setting: Setting, models: dict[str, Path], samples, characters, 
     path = work / f"{setting.target}_{setting.criterion}_{setting.ratio}_{setting.round_to}.onnx"
     save_model(result.model, path)
     pair = {**models, setting.target: path}
+    pruned = run(pair["det"], pair["rec"], samples, characters, threads)
     row.update(macs_ratio=round(result.after.macs / result.before.macs, 4),
                params_ratio=round(result.after.params / result.before.params, 4),
-               similarity=round(evaluate(pair["det"], pair["rec"], samples, characters,
-                                         threads), 4),
-               seconds=round(time.perf_counter() - start, 1))
+               similarity=round(pruned.similarity, 4))
+    if reference is not None and setting.target == "det":
+        row["det_iou"] = round(text_mask_iou(reference, pruned), 4)
+    if reference is not None and setting.target == "rec":
+        agree = step_agreement(reference, pruned)
+        row["rec_agree"] = None if agree is None else round(agree, 4)
+    row["seconds"] = round(time.perf_counter() - start, 1)
     path.unlink()
     return row
 
@@ -94,15 +107,20 @@ def run_setting(setting: Setting, models: dict[str, Path], samples, characters, 
 def table(rows: Sequence[dict]) -> str:
     """The rows as a fixed-width text table."""
     lines = [f"{'model':<5} {'criterion':<11} {'ratio':>5} {'round_to':>8} {'MACs x':>7} "
-             f"{'params x':>8} {'OCR sim':>7}"]
+             f"{'params x':>8} {'OCR sim':>7} {'det IoU':>7} {'rec agr':>7}"]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['target']:<5} {r['criterion']:<11} {r['ratio']:>5} "
                          f"{r['round_to']:>8}  error: {r['error']}")
             continue
         lines.append(f"{r['target']:<5} {r['criterion']:<11} {r['ratio']:>5} {r['round_to']:>8} "
-                     f"{r['macs_ratio']:>7.3f} {r['params_ratio']:>8.3f} {r['similarity']:>7.3f}")
+                     f"{r['macs_ratio']:>7.3f} {r['params_ratio']:>8.3f} {r['similarity']:>7.3f} "
+                     f"{_cell(r.get('det_iou'))} {_cell(r.get('rec_agree'))}")
     return "\n".join(lines)
+
+
+def _cell(value: float | None) -> str:
+    return f"{'-':>7}" if value is None else f"{value:>7.3f}"
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -135,17 +153,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     characters = recognizer_characters(models["rec"])
     samples = render_set(args.images)
     start = time.perf_counter()
+    reference = run(models["det"], models["rec"], samples, characters, args.threads)
     rows = [{"target": "both", "criterion": "original", "ratio": 0.0, "round_to": 1,
              "macs_ratio": 1.0, "params_ratio": 1.0,
-             "similarity": round(evaluate(models["det"], models["rec"], samples, characters,
-                                          args.threads), 4)}]
+             "similarity": round(reference.similarity, 4)}]
     print(table(rows), flush=True)
     grid = settings(targets, [c for c in args.criteria.split(",") if c],
                     [int(v) for v in args.round_to.split(",") if v], ratios)
     with tempfile.TemporaryDirectory(prefix="graphprune-fidelity-") as work:
         for setting in grid:
             rows.append(run_setting(setting, models, samples, characters, Path(work),
-                                    args.threads))
+                                    args.threads, reference))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(f"\n{len(samples)} images {IMAGE_HW[0]}x{IMAGE_HW[1]}, "
           f"{time.perf_counter() - start:.0f} s\n")

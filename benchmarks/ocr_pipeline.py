@@ -224,20 +224,84 @@ class OCR:
         self.det_input = self.det.get_inputs()[0].name
         self.rec_input = self.rec.get_inputs()[0].name
 
-    def read_line(self, crop: np.ndarray) -> str:
-        """Text of one crop."""
+    def read_line(self, crop: np.ndarray) -> tuple[str, np.ndarray]:
+        """Text of one crop and the recognizer's ``[T, C]`` output."""
         logits = self.rec.run(None, {self.rec_input: rec_input(crop)})[0][0]
-        return ctc_greedy_decode(logits, self.characters).strip()
+        return ctc_greedy_decode(logits, self.characters).strip(), logits
+
+    def read(self, image: np.ndarray) -> tuple[str, np.ndarray, list[np.ndarray]]:
+        """Text of one image, the detector's ``[H, W]`` map and the recognizer output per box."""
+        prob = self.det.run(None, {self.det_input: _normalize(image)})[0][0, 0]
+        lines = [self.read_line(image[y0:y1 + 1, x0:x1 + 1])
+                 for y0, y1, x0, x1 in boxes_from_probability(prob)]
+        return " ".join(t for t, _ in lines if t), prob, [logits for _, logits in lines]
 
     def __call__(self, image: np.ndarray) -> str:
-        prob = self.det.run(None, {self.det_input: _normalize(image)})[0][0, 0]
-        texts = [self.read_line(image[y0:y1 + 1, x0:x1 + 1])
-                 for y0, y1, x0, x1 in boxes_from_probability(prob)]
-        return " ".join(t for t in texts if t)
+        return self.read(image)[0]
+
+
+@dataclasses.dataclass
+class Run:
+    """What the pipeline produced on a sample set, per image."""
+
+    texts: list[str]
+    similarities: list[float]
+    det_maps: list[np.ndarray]
+    rec_outputs: list[list[np.ndarray]]
+
+    @property
+    def similarity(self) -> float:
+        return float(np.mean(self.similarities))
+
+
+def run(det_path: str | Path, rec_path: str | Path, samples: Sequence[Sample],
+        characters: Sequence[str], threads: int = 2) -> Run:
+    """The det+rec pipeline on every sample."""
+    ocr = OCR(det_path, rec_path, characters, threads)
+    result = Run([], [], [], [])
+    for sample in samples:
+        text, prob, logits = ocr.read(sample.image)
+        result.texts.append(text)
+        result.similarities.append(similarity(text, sample.text))
+        result.det_maps.append(prob)
+        result.rec_outputs.append(logits)
+    return result
 
 
 def evaluate(det_path: str | Path, rec_path: str | Path, samples: Sequence[Sample],
              characters: Sequence[str], threads: int = 2) -> float:
     """Mean character similarity of the det+rec pipeline's text to the ground truth."""
-    ocr = OCR(det_path, rec_path, characters, threads)
-    return float(np.mean([similarity(ocr(s.image), s.text) for s in samples]))
+    return run(det_path, rec_path, samples, characters, threads).similarity
+
+
+def text_mask_iou(reference: Run, other: Run) -> float:
+    """IoU of the thresholded detector maps (``> DET_THRESH``) against the reference's.
+
+    Pooled over all images; 1 means the same text regions. A graded signal where the OCR score
+    falls off a cliff.
+    """
+    inter = union = 0
+    for ref, out in zip(reference.det_maps, other.det_maps, strict=True):
+        a, b = ref > DET_THRESH, out > DET_THRESH
+        inter += int(np.sum(a & b))
+        union += int(np.sum(a | b))
+    return 1.0 if union == 0 else inter / union
+
+
+def step_agreement(reference: Run, other: Run) -> float | None:
+    """Share of recognizer time steps whose arg-max class matches the reference's.
+
+    Steps where both are blank are not counted (most steps are; they would hide a recognizer
+    that reads nothing). Over the images where both runs read the same number of crops of the
+    same shapes (all of them when the detector is the same); None when no image lines up.
+    """
+    same = total = 0
+    for refs, outs in zip(reference.rec_outputs, other.rec_outputs, strict=True):
+        if [r.shape for r in refs] != [o.shape for o in outs]:
+            continue
+        for ref, out in zip(refs, outs, strict=True):
+            a, b = ref.argmax(-1), out.argmax(-1)
+            counted = (a != 0) | (b != 0)
+            same += int(np.sum((a == b) & counted))
+            total += int(np.sum(counted))
+    return same / total if total else None

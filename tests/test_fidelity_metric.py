@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 
 from benchmarks.ocr_pipeline import (
+    Run,
     boxes_from_probability,
     ctc_greedy_decode,
     levenshtein,
     render,
     similarity,
+    step_agreement,
+    text_mask_iou,
 )
 
 
@@ -78,6 +81,30 @@ def test_render_is_deterministic_and_black_on_white():
     assert render(4).lines != first.lines or not np.array_equal(render(4).image, first.image)
 
 
+def _run(maps, outputs):
+    return Run(texts=[""] * len(maps), similarities=[0.0] * len(maps), det_maps=maps,
+               rec_outputs=outputs)
+
+
+def test_text_mask_iou_pools_thresholded_maps():
+    ref = np.zeros((4, 4), dtype=np.float32)
+    ref[:2, :2] = 0.9  # 4 pixels
+    out = np.zeros((4, 4), dtype=np.float32)
+    out[:2, 1:3] = 0.9  # 4 pixels, 2 shared
+    assert text_mask_iou(_run([ref], [[]]), _run([ref], [[]])) == 1.0
+    assert text_mask_iou(_run([ref], [[]]), _run([out], [[]])) == pytest.approx(2 / 6)
+    assert text_mask_iou(_run([ref], [[]]), _run([ref * 0.3], [[]])) == 0.0  # below DET_THRESH
+
+
+def test_step_agreement_ignores_blank_blank_steps_and_unmatched_crops():
+    ref = _logits([0, 0, 1, 0, 2, 0, 0, 0], 3)
+    out = _logits([0, 0, 1, 0, 1, 0, 0, 2], 3)  # non-blank in ref or out: 3 steps, 1 agrees
+    empty = np.zeros((4, 4), dtype=np.float32)
+    assert step_agreement(_run([empty], [[ref]]), _run([empty], [[ref]])) == 1.0
+    assert step_agreement(_run([empty], [[ref]]), _run([empty], [[out]])) == pytest.approx(1 / 3)
+    assert step_agreement(_run([empty], [[ref]]), _run([empty], [[ref, out]])) is None
+
+
 @pytest.mark.slow
 def test_original_pipeline_reads_a_rendered_image():
     from benchmarks.ocr_pipeline import OCR, recognizer_characters
@@ -88,3 +115,16 @@ def test_original_pipeline_reads_a_rendered_image():
     sample = render(2)
     text = OCR(det, rec, recognizer_characters(rec), threads=1)(sample.image)
     assert text == sample.text
+
+
+@pytest.mark.slow
+def test_benchmark_at_ratio_zero_reproduces_the_original(capsys):
+    from benchmarks.fidelity import main
+
+    rows = main(["--images", "3", "--criteria", "l1", "--round-to", "1", "--ratios", "0"])
+    assert [r["target"] for r in rows] == ["both", "det", "rec"]
+    assert all(r["similarity"] == rows[0]["similarity"] for r in rows)
+    assert rows[0]["similarity"] > 0.9
+    assert rows[1]["det_iou"] == 1.0 and rows[2]["rec_agree"] == 1.0
+    assert "error" in main(["--images", "1", "--criteria", "no-such-criterion", "--ratios",
+                            "0.1", "--targets", "det"])[1]
