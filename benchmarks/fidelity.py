@@ -7,10 +7,15 @@ is measured first, then each pruned model with the *other* model left original: 
 ``(criterion, ratio, round_to)`` setting is passed to ``graphprune.prune(**kwargs)``, and the MACs
 ratio is counted at the shape the pipeline runs (detector ``1x3x160x480``, recognizer
 ``1x3x48x320``). A criterion graphprune does not know (yet) gets a row with its error, so the
-criteria of other work plug in by name:
+criteria of other work plug in by name, and any other ``graphprune.prune`` keyword (a
+compensation, calibration data) by ``--prune-arg KEY=VALUE``; the value ``@calib`` is the path of
+a ``.npy`` of calibration inputs of the model being pruned (``[N, 3, H, W]``, rendered from seeds
+disjoint from the test images; ``--calib N`` images):
 
     python benchmarks/fidelity.py                       # the default grid, a table
     python benchmarks/fidelity.py --criteria l1,l2,activation --ratios 0.1,0.3 --json out.json
+    python benchmarks/fidelity.py --criteria fluctuation --prune-arg data=@calib \
+        --prune-arg compensate=stats
     python benchmarks/fidelity.py --images 8 --targets det   # quicker
 """
 
@@ -22,17 +27,22 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
 
+import numpy as np  # noqa: E402
+
 import graphprune  # noqa: E402
 from benchmarks.ocr_pipeline import (  # noqa: E402
+    CALIBRATION_SEEDS,
     IMAGE_HW,
     REC_HEIGHT,
     REC_MIN_WIDTH,
+    calibration_inputs,
     evaluate,  # noqa: F401  (re-exported: evaluate(det_path, rec_path, images, characters))
     recognizer_characters,
     render_set,
@@ -56,24 +66,55 @@ class Setting:
     criterion: str
     ratio: float
     round_to: int
+    extra: tuple[tuple[str, Any], ...] = ()  # further prune() keywords (--prune-arg)
 
-    def kwargs(self) -> dict:
+    def kwargs(self, calib: Mapping[str, Path] | None = None) -> dict:
+        """The keywords of ``graphprune.prune``; ``@calib`` values become ``calib[target]``."""
+        extra = {key: (str(calib[self.target]) if value == CALIB and calib else value)
+                 for key, value in self.extra}
         return {"criterion": self.criterion, "ratio": self.ratio, "round_to": self.round_to,
-                "input_shapes": SHAPES[self.target]}
+                "input_shapes": SHAPES[self.target], **extra}
+
+
+CALIB = "@calib"
 
 
 def settings(targets: Sequence[str], criteria: Sequence[str], round_tos: Sequence[int],
-             ratios: dict[str, Sequence[float]]) -> Iterator[Setting]:
+             ratios: Mapping[str, Sequence[float]],
+             extra: Sequence[tuple[str, Any]] = ()) -> Iterator[Setting]:
     """The grid, target by target."""
     for target in targets:
         for criterion in criteria:
             for round_to in round_tos:
                 for ratio in ratios[target]:
-                    yield Setting(target, criterion, ratio, round_to)
+                    yield Setting(target, criterion, ratio, round_to, tuple(extra))
+
+
+def parse_prune_arg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``; the value read as JSON when it parses (numbers, lists), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"error: --prune-arg wants KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def write_calibration(models: Mapping[str, Path], count: int, folder: Path,
+                      threads: int) -> dict[str, Path]:
+    """``det_calib.npy`` and ``rec_calib.npy`` in ``folder``: the paths by target."""
+    arrays = calibration_inputs(render_set(count, first=CALIBRATION_SEEDS), models["det"],
+                                threads)
+    paths = {}
+    for target, array in arrays.items():
+        paths[target] = folder / f"{target}_calib.npy"
+        np.save(paths[target], array)
+    return paths
 
 
 def run_setting(setting: Setting, models: dict[str, Path], samples, characters, work: Path,
-                threads: int, reference=None) -> dict:
+                threads: int, reference=None, calib: Mapping[str, Path] | None = None) -> dict:
     """Prunes ``setting.target``, evaluates it with the other model original: one table row.
 
     With ``reference`` (the original pipeline's :class:`ocr_pipeline.Run`) the row also has
@@ -81,9 +122,10 @@ def run_setting(setting: Setting, models: dict[str, Path], samples, characters, 
     (arg-max agreement per time step) for the recognizer.
     """
     row = dataclasses.asdict(setting)
+    row["extra"] = dict(setting.extra)
     start = time.perf_counter()
     try:
-        result = graphprune.prune(models[setting.target], **setting.kwargs())
+        result = graphprune.prune(models[setting.target], **setting.kwargs(calib))
     except Exception as exc:  # an unknown criterion, a model the tool refuses: a row, not a stop
         row.update(error=f"{type(exc).__name__}: {exc}".splitlines()[0][:160])
         return row
@@ -136,6 +178,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated ratios for every target "
                              "(default: det 0.1,0.2,0.3,0.5; rec 0.1,0.3)")
     parser.add_argument("--targets", default="det,rec", help="which models to prune: det,rec")
+    parser.add_argument("--prune-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a further graphprune.prune keyword (repeatable); "
+                             "VALUE @calib = the calibration .npy of the pruned model")
+    parser.add_argument("--calib", type=int, default=16, help="calibration images (@calib)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     return parser
@@ -158,15 +204,18 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
              "macs_ratio": 1.0, "params_ratio": 1.0,
              "similarity": round(reference.similarity, 4)}]
     print(table(rows), flush=True)
+    extra = [parse_prune_arg(a) for a in args.prune_arg]
     grid = settings(targets, [c for c in args.criteria.split(",") if c],
-                    [int(v) for v in args.round_to.split(",") if v], ratios)
+                    [int(v) for v in args.round_to.split(",") if v], ratios, extra)
     with tempfile.TemporaryDirectory(prefix="graphprune-fidelity-") as work:
+        calib = (write_calibration(models, args.calib, Path(work), args.threads)
+                 if any(v == CALIB for _, v in extra) else None)
         for setting in grid:
             rows.append(run_setting(setting, models, samples, characters, Path(work),
-                                    args.threads, reference))
+                                    args.threads, reference, calib))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(f"\n{len(samples)} images {IMAGE_HW[0]}x{IMAGE_HW[1]}, "
-          f"{time.perf_counter() - start:.0f} s\n")
+          f"{time.perf_counter() - start:.0f} s; prune() also got {dict(extra) or 'nothing'}\n")
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps({"images": len(samples), "image_hw": IMAGE_HW,

@@ -136,9 +136,12 @@ def render(seed: int, hw: tuple[int, int] = IMAGE_HW) -> Sample:
     return Sample(np.clip(pixels + noise, 0, 255).astype(np.uint8), tuple(lines))
 
 
-def render_set(count: int, hw: tuple[int, int] = IMAGE_HW) -> list[Sample]:
-    """``count`` images, seeds ``0 .. count-1`` (the same set on every run)."""
-    return [render(seed, hw) for seed in range(count)]
+CALIBRATION_SEEDS = 10_000  # calibration images use seeds from here: disjoint from the test set
+
+
+def render_set(count: int, hw: tuple[int, int] = IMAGE_HW, first: int = 0) -> list[Sample]:
+    """``count`` images, seeds ``first .. first+count-1`` (the same set on every run)."""
+    return [render(seed, hw) for seed in range(first, first + count)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,15 +194,38 @@ def boxes_from_probability(prob: np.ndarray) -> list[tuple[int, int, int, int]]:
 # Recognition.
 
 
-def rec_input(crop: np.ndarray) -> np.ndarray:
-    """A crop resized to height 48 (aspect kept), normalized, right-padded with 0 to >= 320."""
+def rec_input(crop: np.ndarray, max_width: int | None = None) -> np.ndarray:
+    """A crop resized to height 48, normalized, right-padded with 0 to at least 320 wide.
+
+    The aspect ratio is kept unless the width would exceed ``max_width``.
+    """
     h, w = crop.shape[:2]
     new_w = max(1, int(np.ceil(REC_HEIGHT * w / h)))
+    new_w = new_w if max_width is None else min(new_w, max_width)
     resized = np.asarray(Image.fromarray(crop).resize((new_w, REC_HEIGHT), Image.BILINEAR))
     chw = _normalize(resized)[0]
     padded = np.zeros((3, REC_HEIGHT, max(REC_MIN_WIDTH, new_w)), dtype=np.float32)
     padded[:, :, :new_w] = chw
     return padded[None]
+
+
+def calibration_inputs(samples: Sequence[Sample], det_path: str | Path,
+                       threads: int = 2) -> dict[str, np.ndarray]:
+    """Model inputs for calibration, by target.
+
+    ``det``: ``[N, 3, H, W]``, the images. ``rec``: ``[M, 3, 48, 320]``, every crop the
+    detector finds, squeezed or padded to width 320.
+    """
+    det = session(det_path, threads)
+    name = det.get_inputs()[0].name
+    images, crops = [], []
+    for sample in samples:
+        x = _normalize(sample.image)
+        images.append(x)
+        prob = det.run(None, {name: x})[0][0, 0]
+        for y0, y1, x0, x1 in boxes_from_probability(prob):
+            crops.append(rec_input(sample.image[y0:y1 + 1, x0:x1 + 1], max_width=REC_MIN_WIDTH))
+    return {"det": np.concatenate(images), "rec": np.concatenate(crops)}
 
 
 def session(path: str | Path, threads: int = 2) -> ort.InferenceSession:

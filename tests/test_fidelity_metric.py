@@ -105,6 +105,22 @@ def test_step_agreement_ignores_blank_blank_steps_and_unmatched_crops():
     assert step_agreement(_run([empty], [[ref]]), _run([empty], [[ref, out]])) is None
 
 
+def test_prune_args_and_calibration_placeholder():
+    from pathlib import Path
+
+    from benchmarks.fidelity import CALIB, Setting, parse_prune_arg
+
+    assert parse_prune_arg("compensate=stats") == ("compensate", "stats")
+    assert parse_prune_arg("steps=3") == ("steps", 3)
+    assert parse_prune_arg("exclude=[\"a*\"]") == ("exclude", ["a*"])
+    with pytest.raises(SystemExit):
+        parse_prune_arg("no-equals-sign")
+    setting = Setting("rec", "l1", 0.3, 16, (("data", CALIB), ("seed", 1)))
+    kwargs = setting.kwargs({"det": Path("d.npy"), "rec": Path("r.npy")})
+    assert kwargs == {"criterion": "l1", "ratio": 0.3, "round_to": 16, "data": "r.npy",
+                      "seed": 1, "input_shapes": {"x": (1, 3, 48, 320)}}
+
+
 @pytest.mark.slow
 def test_original_pipeline_reads_a_rendered_image():
     from benchmarks.ocr_pipeline import OCR, recognizer_characters
@@ -115,6 +131,19 @@ def test_original_pipeline_reads_a_rendered_image():
     sample = render(2)
     text = OCR(det, rec, recognizer_characters(rec), threads=1)(sample.image)
     assert text == sample.text
+
+
+@pytest.mark.slow
+def test_calibration_inputs_fit_the_models():
+    from benchmarks.ocr_pipeline import IMAGE_HW, calibration_inputs, render_set
+    from tests import corpus
+
+    samples = render_set(2, first=10_000)
+    arrays = calibration_inputs(samples, corpus.fetch(corpus.BY_ID["ppocr4_det"]), threads=1)
+    assert arrays["det"].shape == (2, 3, *IMAGE_HW)
+    lines = sum(len(s.lines) for s in samples)
+    assert arrays["rec"].shape == (lines, 3, 48, 320)  # one crop per rendered line
+    assert arrays["det"].dtype == arrays["rec"].dtype == np.float32
 
 
 @pytest.mark.slow
