@@ -161,6 +161,40 @@ def table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: Sequence[dict], path: Path) -> None:
+    """OCR similarity against MACs ratio, one panel per pruned model, a line per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    original = rows[0]["similarity"]
+    targets = sorted({r["target"] for r in rows[1:] if "error" not in r})
+    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(6 * max(1, len(targets)), 4.5),
+                             squeeze=False)
+    for ax, target in zip(axes[0], targets, strict=False):
+        curves: dict[str, list[tuple[float, float]]] = {}
+        for r in rows[1:]:
+            if r["target"] == target and "error" not in r:
+                label = f"{r['criterion']} round_to={r['round_to']} {_extra(r)}".strip()
+                curves.setdefault(label, []).append((r["macs_ratio"], r["similarity"]))
+        for label, points in curves.items():
+            xs, ys = zip(*sorted(points, reverse=True), strict=True)
+            ax.plot([1.0, *xs], [original, *ys], marker="o", label=label)
+        ax.set(title=f"PP-OCRv4 {target} pruned", xlabel="MACs (x original)",
+               ylabel="OCR character similarity", ylim=(-0.03, 1.03))
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _extra(row: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in row.get("extra", {}).items())
+
+
 def _cell(value: float | None) -> str:
     return f"{'-':>7}" if value is None else f"{value:>7.3f}"
 
@@ -184,6 +218,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib", type=int, default=16, help="calibration images (@calib)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--plot", type=Path, default=None, help="also plot them here (.png)")
     return parser
 
 
@@ -220,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     if args.json:
         args.json.write_text(json.dumps({"images": len(samples), "image_hw": IMAGE_HW,
                                          "rows": rows}, indent=1))
+    if args.plot:
+        plot(rows, args.plot)
     return rows
 
 
