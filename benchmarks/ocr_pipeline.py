@@ -194,8 +194,9 @@ def boxes_from_probability(prob: np.ndarray) -> list[tuple[int, int, int, int]]:
 # Recognition.
 
 
-def rec_input(crop: np.ndarray, max_width: int | None = None) -> np.ndarray:
-    """A crop resized to height 48, normalized, right-padded with 0 to at least 320 wide.
+def rec_input(crop: np.ndarray, max_width: int | None = None,
+              pad_to: int = REC_MIN_WIDTH) -> np.ndarray:
+    """A crop resized to height 48, normalized, right-padded with 0 to at least ``pad_to`` wide.
 
     The aspect ratio is kept unless the width would exceed ``max_width``.
     """
@@ -204,7 +205,7 @@ def rec_input(crop: np.ndarray, max_width: int | None = None) -> np.ndarray:
     new_w = new_w if max_width is None else min(new_w, max_width)
     resized = np.asarray(Image.fromarray(crop).resize((new_w, REC_HEIGHT), Image.BILINEAR))
     chw = _normalize(resized)[0]
-    padded = np.zeros((3, REC_HEIGHT, max(REC_MIN_WIDTH, new_w)), dtype=np.float32)
+    padded = np.zeros((3, REC_HEIGHT, max(pad_to, new_w)), dtype=np.float32)
     padded[:, :, :new_w] = chw
     return padded[None]
 
@@ -331,3 +332,37 @@ def step_agreement(reference: Run, other: Run) -> float | None:
             same += int(np.sum((a == b) & counted))
             total += int(np.sum(counted))
     return same / total if total else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Text orientation (the PP-OCR direction classifier: 0 or 180 degrees).
+
+CLS_WIDTH = 192
+
+
+def orientation_set(samples: Sequence[Sample], det_path: str | Path,
+                    threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Every line crop the detector finds, upright (label 0) and turned 180 degrees (label 1).
+
+    Returns ``[2M, 3, 48, 192]`` classifier inputs (rapidocr's: height 48, width at most 192,
+    padded) and their ``[2M]`` labels.
+    """
+    det = session(det_path, threads)
+    name = det.get_inputs()[0].name
+    inputs, labels = [], []
+    for sample in samples:
+        prob = det.run(None, {name: _normalize(sample.image)})[0][0, 0]
+        for y0, y1, x0, x1 in boxes_from_probability(prob):
+            crop = sample.image[y0:y1 + 1, x0:x1 + 1]
+            for label, image in ((0, crop), (1, crop[::-1, ::-1])):
+                inputs.append(rec_input(np.ascontiguousarray(image), max_width=CLS_WIDTH,
+                                        pad_to=CLS_WIDTH))
+                labels.append(label)
+    return np.concatenate(inputs), np.asarray(labels)
+
+
+def classify(cls_path: str | Path, inputs: np.ndarray, threads: int = 2) -> np.ndarray:
+    """The classifier's arg-max class of every input, one at a time."""
+    cls = session(cls_path, threads)
+    name = cls.get_inputs()[0].name
+    return np.asarray([int(cls.run(None, {name: x[None]})[0][0].argmax()) for x in inputs])

@@ -147,13 +147,32 @@ def test_calibration_inputs_fit_the_models():
 
 
 @pytest.mark.slow
-def test_benchmark_at_ratio_zero_reproduces_the_original(capsys):
+def test_orientation_set_turns_every_crop_and_the_classifier_reads_it():
+    from benchmarks.ocr_pipeline import classify, orientation_set, render_set
+    from tests import corpus
+
+    samples = render_set(3)
+    inputs, labels = orientation_set(samples, corpus.fetch(corpus.BY_ID["ppocr4_det"]), 1)
+    assert inputs.shape == (2 * sum(len(s.lines) for s in samples), 3, 48, 192)
+    assert labels.tolist() == [0, 1] * (len(labels) // 2)
+    for upright, turned in zip(inputs[0::2], inputs[1::2], strict=True):
+        width = int(np.sum(np.any(upright != 0, axis=(0, 1))))  # padding is exactly 0
+        assert np.allclose(turned[:, ::-1, width - 1::-1], upright[:, :, :width])
+        assert not np.allclose(upright[:, ::-1, :width], upright[:, :, :width])  # not symmetric
+    classes = classify(corpus.fetch(corpus.BY_ID["ppocr2_cls"]), inputs, threads=1)
+    assert np.mean(classes == labels) >= 0.75
+
+
+@pytest.mark.slow
+def test_benchmark_at_ratio_zero_reproduces_the_originals():
     from benchmarks.fidelity import main
 
     rows = main(["--images", "3", "--criteria", "l1", "--round-to", "1", "--ratios", "0"])
-    assert [r["target"] for r in rows] == ["both", "det", "rec"]
-    assert all(r["similarity"] == rows[0]["similarity"] for r in rows)
-    assert rows[0]["similarity"] > 0.9
-    assert rows[1]["det_iou"] == 1.0 and rows[2]["rec_agree"] == 1.0
+    assert [r["target"] for r in rows] == ["det+rec", "cls", "det", "rec", "cls"]
+    ocr, cls = rows[0]["score"], rows[1]["score"]
+    assert ocr > 0.9 and cls > 0.8
+    assert [r["score"] for r in rows[2:]] == [ocr, ocr, cls]
+    assert rows[2]["det_iou"] == rows[3]["rec_agree"] == rows[4]["cls_agree"] == 1.0
+    assert all(r["macs_ratio"] == 1.0 for r in rows)
     assert "error" in main(["--images", "1", "--criteria", "no-such-criterion", "--ratios",
                             "0.1", "--targets", "det"])[1]
