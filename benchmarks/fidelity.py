@@ -1,19 +1,26 @@
-"""Fidelity of pruned real models on a task metric: PP-OCRv4 det + rec, OCR character similarity.
+"""Fidelity of pruned real models on a task metric: the PP-OCR models of RapidOCR.
 
-The detector and recognizer of ``rapidocr-onnxruntime==1.4.4`` (fetched by ``tests/corpus.py``)
-read text rendered with PIL (``benchmarks/ocr_pipeline.py``); the score is the mean of
-``1 - levenshtein / max(len)`` between the recognized and the rendered text. The original pair
-is measured first, then each pruned model with the *other* model left original: every
-``(criterion, ratio, round_to)`` setting is passed to ``graphprune.prune(**kwargs)``, and the MACs
-ratio is counted at the shape the pipeline runs (detector ``1x3x160x480``, recognizer
-``1x3x48x320``). A criterion graphprune does not know (yet) gets a row with its error, so the
+The detector (PP-OCRv4 det), recognizer (PP-OCRv4 rec) and text direction classifier
+(``ch_ppocr_mobile_v2.0_cls``) of ``rapidocr-onnxruntime==1.4.4`` (fetched by
+``tests/corpus.py``) read text rendered with PIL (``benchmarks/ocr_pipeline.py``). Task metrics:
+
+- ``det``, ``rec``: OCR character similarity, the mean of ``1 - levenshtein / max(len)`` between
+  the pipeline's text and the rendered text, with the *other* model left original;
+- ``cls``: orientation accuracy on the line crops of the same images, upright and turned 180.
+
+Graded fidelity next to it (the OCR score falls off a cliff): ``det IoU`` (thresholded text map
+against the original's), ``rec agr`` (non-blank arg-max agreement per time step), ``cls agr``.
+
+Every ``(criterion, ratio, round_to)`` setting is passed to ``graphprune.prune(**kwargs)``; MACs
+are counted at the shapes the pipeline runs (det ``1x3x160x480``, rec ``1x3x48x320``, cls
+``1x3x48x192``). A criterion graphprune does not know (yet) gets a row with its error, so the
 criteria of other work plug in by name, and any other ``graphprune.prune`` keyword (a
 compensation, calibration data) by ``--prune-arg KEY=VALUE``; the value ``@calib`` is the path of
-a ``.npy`` of calibration inputs of the model being pruned (``[N, 3, H, W]``, rendered from seeds
-disjoint from the test images; ``--calib N`` images):
+a ``.npy`` stack of calibration inputs of the model being pruned (from ``--calib N`` images
+rendered with seeds disjoint from the test images):
 
-    python benchmarks/fidelity.py                       # the default grid, a table
-    python benchmarks/fidelity.py --criteria l1,l2,activation --ratios 0.1,0.3 --json out.json
+    python benchmarks/fidelity.py --json out.json --plot out.png   # the default grid
+    python benchmarks/fidelity.py --criteria l1,l2,activation --ratios 0.1,0.3
     python benchmarks/fidelity.py --criteria fluctuation --prune-arg data=@calib \
         --prune-arg compensate=stats
     python benchmarks/fidelity.py --images 8 --targets det   # quicker
@@ -67,7 +74,7 @@ DEFAULT_RATIOS = {"det": (0.1, 0.2, 0.3, 0.5), "rec": (0.1, 0.3), "cls": (0.1, 0
 class Setting:
     """One pruning of one model: the keyword arguments of ``graphprune.prune``."""
 
-    target: str  # "det" or "rec"
+    target: str  # "det", "rec" or "cls"
     criterion: str
     ratio: float
     round_to: int
@@ -254,7 +261,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--round-to", default="1,16", help="comma-separated round_to values")
     parser.add_argument("--ratios", default=None,
                         help="comma-separated ratios for every target "
-                             "(default: det 0.1,0.2,0.3,0.5; rec 0.1,0.3)")
+                             "(default: det 0.1,0.2,0.3,0.5; rec and cls 0.1,0.3)")
     parser.add_argument("--targets", default="det,rec,cls",
                         help="which models to prune: det, rec (OCR similarity), cls (accuracy)")
     parser.add_argument("--prune-arg", action="append", default=[], metavar="KEY=VALUE",
