@@ -134,8 +134,10 @@ def test_original_pipeline_reads_a_rendered_image():
 
 
 @pytest.mark.slow
-def test_calibration_inputs_fit_the_models():
+def test_calibration_inputs_fit_the_models(tmp_path):
+    from benchmarks.fidelity import CORPUS_IDS, SHAPES
     from benchmarks.ocr_pipeline import IMAGE_HW, calibration_inputs, render_set
+    from graphprune.inputs.load import load_inputs
     from tests import corpus
 
     samples = render_set(2, first=10_000)
@@ -144,6 +146,11 @@ def test_calibration_inputs_fit_the_models():
     lines = sum(len(s.lines) for s in samples)
     assert arrays["rec"].shape == (lines, 3, 48, 320)  # one crop per rendered line
     assert arrays["det"].dtype == arrays["rec"].dtype == np.float32
+    for target, array in arrays.items():  # graphprune's --data reads them as they are
+        np.save(tmp_path / f"{target}.npy", array)
+        model = corpus.fetch(corpus.BY_ID[CORPUS_IDS[target]])
+        inputs = load_inputs(model, SHAPES[target], data=tmp_path / f"{target}.npy")
+        assert len(inputs.batches) == len(array)
 
 
 @pytest.mark.slow
