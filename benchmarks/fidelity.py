@@ -53,7 +53,7 @@ from benchmarks.ocr_pipeline import (  # noqa: E402
     Run,
     calibration_inputs,
     classify,
-    evaluate,  # noqa: F401  (re-exported: evaluate(det_path, rec_path, images, characters))
+    evaluate,  # noqa: F401  (re-exported: evaluate(det_path, rec_path, samples) -> similarity)
     orientation_set,
     recognizer_characters,
     render_set,

@@ -282,9 +282,9 @@ class Run:
 
 
 def run(det_path: str | Path, rec_path: str | Path, samples: Sequence[Sample],
-        characters: Sequence[str], threads: int = 2) -> Run:
-    """The det+rec pipeline on every sample."""
-    ocr = OCR(det_path, rec_path, characters, threads)
+        characters: Sequence[str] | None = None, threads: int = 2) -> Run:
+    """The det+rec pipeline on every sample (labels: the recognizer's metadata by default)."""
+    ocr = OCR(det_path, rec_path, characters or recognizer_characters(rec_path), threads)
     result = Run([], [], [], [])
     for sample in samples:
         text, prob, logits = ocr.read(sample.image)
@@ -296,7 +296,7 @@ def run(det_path: str | Path, rec_path: str | Path, samples: Sequence[Sample],
 
 
 def evaluate(det_path: str | Path, rec_path: str | Path, samples: Sequence[Sample],
-             characters: Sequence[str], threads: int = 2) -> float:
+             characters: Sequence[str] | None = None, threads: int = 2) -> float:
     """Mean character similarity of the det+rec pipeline's text to the ground truth."""
     return run(det_path, rec_path, samples, characters, threads).similarity
 

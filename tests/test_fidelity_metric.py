@@ -123,7 +123,9 @@ def test_prune_args_and_calibration_placeholder():
 
 @pytest.mark.slow
 def test_original_pipeline_reads_a_rendered_image():
-    from benchmarks.ocr_pipeline import OCR, recognizer_characters
+    import dataclasses
+
+    from benchmarks.ocr_pipeline import OCR, evaluate, recognizer_characters
     from tests import corpus
 
     det = corpus.fetch(corpus.BY_ID["ppocr4_det"])
@@ -131,6 +133,9 @@ def test_original_pipeline_reads_a_rendered_image():
     sample = render(2)
     text = OCR(det, rec, recognizer_characters(rec), threads=1)(sample.image)
     assert text == sample.text
+    assert evaluate(det, rec, [sample], threads=1) == 1.0
+    assert evaluate(det, rec, [render(2), dataclasses.replace(sample, lines=("xyz",))],
+                    threads=1) < 0.7
 
 
 @pytest.mark.slow
