@@ -54,6 +54,7 @@ from benchmarks.ocr_pipeline import (  # noqa: E402
     calibration_inputs,
     classify,
     evaluate,  # noqa: F401  (re-exported: evaluate(det_path, rec_path, samples) -> similarity)
+    font_names,
     orientation_set,
     recognizer_characters,
     render_set,
@@ -315,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps({"images": len(bench.samples), "image_hw": IMAGE_HW,
-                                         "rows": rows}, indent=1))
+                                         "fonts": font_names(), "rows": rows}, indent=1))
     if args.plot:
         plot(rows, args.plot)
     return rows

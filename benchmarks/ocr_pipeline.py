@@ -96,8 +96,12 @@ class Sample:
 
 
 def _fonts() -> list[Path]:
-    found = [_FONT_DIR / name for name in _FONT_FILES if (_FONT_DIR / name).exists()]
-    return found
+    return [_FONT_DIR / name for name in _FONT_FILES if (_FONT_DIR / name).exists()]
+
+
+def font_names() -> list[str]:
+    """The fonts the images are rendered in here (the test set depends on them)."""
+    return [f.name for f in _fonts()] or ["PIL load_default"]
 
 
 def _font(rng: random.Random, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
