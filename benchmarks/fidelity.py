@@ -315,9 +315,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
           f"prune() also got {dict(extra) or 'nothing'}\n")
     print(table(rows))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"images": len(bench.samples), "image_hw": IMAGE_HW,
                                          "fonts": font_names(), "rows": rows}, indent=1))
     if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot(rows, args.plot)
     return rows
 
