@@ -1,0 +1,65 @@
+"""Target allocation: the global ranking cut where the pruned model keeps a share of its cost.
+
+Candidate plans are costed with :class:`~graphprune.report.costs.CostModel` (no rewrite): the
+kept share of MACs (or parameters) only falls as more of the ranking is removed, so bisection
+on the ranking cut (a score threshold) finds the boundary in about ``log2(candidates)``
+evaluations (15 for ResNet-50); of the two plans around it, the one closer to the target wins.
+Rounding is inside each evaluation, so the target is met after rounding. Where the floors do
+not allow the target, the deepest cut is returned and :func:`target_warning` says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphprune.allocation.budget import Budget
+from graphprune.allocation.ranking import largest_count, rank, removal
+from graphprune.analysis import ChannelAnalysis, PrunePlan
+from graphprune.analysis.summary import PruneWarning
+from graphprune.errors import UsageError
+from graphprune.report.costs import CostModel, Costs
+
+
+def _measure(costs: Costs, what: str) -> int:
+    return costs.macs if what == "macs" else costs.params
+
+
+def target_allocation(analysis: ChannelAnalysis, scores: np.ndarray, costs: CostModel | None,
+                      budget: Budget) -> np.ndarray:
+    """Class labels to remove so that the kept share of MACs/params is closest to the target.
+
+    All groups (heads and channels) share one ranking; ``budget.ratio`` is not used.
+    """
+    if budget.target is None or costs is None:
+        raise UsageError("the target allocator needs --target-macs or --target-params")
+    what, target = budget.target
+    ranking = rank(analysis, scores, analysis.groups, budget)
+    base = _measure(costs.costs(), what)
+    shares: dict[int, float] = {0: 1.0}
+
+    def share(count: int) -> float:
+        if count not in shares:
+            plan = PrunePlan(analysis, removal(analysis, scores, ranking, count))
+            shares[count] = _measure(costs.costs(plan), what) / base if base else 1.0
+        return shares[count]
+
+    count = largest_count(ranking, lambda c: share(c) >= target)
+    if count < ranking.candidates and abs(share(count + 1) - target) < abs(share(count) - target):
+        count += 1
+    return removal(analysis, scores, ranking, count)
+
+
+def target_warning(budget: Budget, before: Costs, after: Costs) -> PruneWarning | None:
+    """``target_missed`` when the pruned model's share is not within tolerance of the target."""
+    if budget.target is None:
+        return None
+    what, target = budget.target
+    base = _measure(before, what)
+    achieved = _measure(after, what) / base if base else 1.0
+    if abs(achieved - target) <= budget.tolerance * target:
+        return None
+    return PruneWarning(
+        "target_missed",
+        f"--target-{what} {target:g}: the closest achievable is {achieved:.3f}x {what} "
+        f"(floor {budget.floor:g} per group, --round-to {budget.round_to})",
+        {"target": target, "what": what, "achieved": achieved})
