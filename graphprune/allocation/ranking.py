@@ -51,15 +51,19 @@ class Ranking:
     def candidates(self) -> int:
         return len(self.owner)
 
-    def keep_counts(self, count: int) -> np.ndarray:
-        """Classes each group keeps when the lowest ``count`` candidates are asked for."""
-        asked = np.bincount(self.owner[:count], minlength=len(self.groups))
+    def asked(self, count: int, owner: np.ndarray | None = None) -> np.ndarray:
+        """Classes asked of each group by the first ``count`` candidates of ``owner``."""
+        owner = self.owner if owner is None else owner
+        return np.bincount(owner[:count], minlength=len(self.groups))
+
+    def keep_counts(self, asked: np.ndarray) -> np.ndarray:
+        """Classes each group keeps when ``asked[i]`` classes are asked of group ``i``."""
         return np.array([round_up(n - r, n, s) if r else n for n, r, s
                          in zip(self.sizes, asked, self.steps, strict=True)], dtype=np.int64)
 
     def removed_count(self, count: int) -> int:
-        """Classes actually removed (after rounding) at ``count``."""
-        return int((self.sizes - self.keep_counts(count)).sum())
+        """Classes actually removed (after rounding) by the lowest ``count`` candidates."""
+        return int((self.sizes - self.keep_counts(self.asked(count))).sum())
 
 
 def rank(analysis: ChannelAnalysis, scores: np.ndarray, groups: Sequence[Group],
@@ -85,20 +89,19 @@ def rank(analysis: ChannelAnalysis, scores: np.ndarray, groups: Sequence[Group],
 
 
 def removal(analysis: ChannelAnalysis, scores: np.ndarray, ranking: Ranking,
-            count: int) -> np.ndarray:
-    """Class labels removed when the lowest ``count`` candidates of ``ranking`` are asked for."""
-    kept = ranking.keep_counts(count)
+            kept: np.ndarray) -> np.ndarray:
+    """Class labels removed when group ``i`` of ``ranking`` keeps ``kept[i]`` classes."""
     parts = [group_removal(analysis, g, scores, int(k))
              for g, k, n in zip(ranking.groups, kept, ranking.sizes, strict=True) if k < n]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def largest_count(ranking: Ranking, fits: Callable[[int], bool]) -> int:
+def largest_count(candidates: int, fits: Callable[[int], bool]) -> int:
     """The largest ``count`` in ``[0, candidates]`` with ``fits(count)``, for a monotone ``fits``.
 
     ``fits(0)`` is assumed; bisection, about ``log2(candidates)`` calls.
     """
-    low, high = 0, ranking.candidates
+    low, high = 0, candidates
     if fits(high):
         return high
     while high - low > 1:  # fits(low), not fits(high)
@@ -121,7 +124,8 @@ def global_allocation(analysis: ChannelAnalysis, scores: np.ndarray, costs: Cost
         groups = [g for g in analysis.groups if g.kind == kind]
         ranking = rank(analysis, scores, groups, budget)
         allowed = budget.ratio_of(kind) * ranking.sizes.sum()
-        count = largest_count(ranking,
+        count = largest_count(ranking.candidates,
                               lambda c, r=ranking, a=allowed: r.removed_count(c) <= a + 1e-9)
-        removed.append(removal(analysis, scores, ranking, count))
+        kept = ranking.keep_counts(ranking.asked(count))
+        removed.append(removal(analysis, scores, ranking, kept))
     return np.concatenate(removed) if removed else np.zeros(0, dtype=np.int64)

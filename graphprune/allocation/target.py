@@ -3,9 +3,11 @@
 Candidate plans are costed with :class:`~graphprune.report.costs.CostModel` (no rewrite): the
 kept share of MACs (or parameters) only falls as more of the ranking is removed, so bisection
 on the ranking cut (a score threshold) finds the boundary in about ``log2(candidates)``
-evaluations (15 for ResNet-50); of the two plans around it, the one closer to the target wins.
-Rounding is inside each evaluation, so the target is met after rounding. Where the floors do
-not allow the target, the deepest cut is returned and :func:`target_warning` says so.
+evaluations (15 for ResNet-50). Rounding is inside each evaluation, so the target is met after
+rounding. When one group's next rounding step jumps over the tolerance band (a 16-channel stem
+halving at round-to 8), that group is frozen at its current width and the cut goes on through
+the others' candidates; each freeze costs one more bisection. The plan closest to the target
+wins; where the floors do not allow the target, :func:`target_warning` says so.
 """
 
 from __future__ import annotations
@@ -35,18 +37,31 @@ def target_allocation(analysis: ChannelAnalysis, scores: np.ndarray, costs: Cost
     what, target = budget.target
     ranking = rank(analysis, scores, analysis.groups, budget)
     base = _measure(costs.costs(), what)
-    shares: dict[int, float] = {0: 1.0}
+    shares: dict[bytes, float] = {}
 
-    def share(count: int) -> float:
-        if count not in shares:
-            plan = PrunePlan(analysis, removal(analysis, scores, ranking, count))
-            shares[count] = _measure(costs.costs(plan), what) / base if base else 1.0
-        return shares[count]
+    def share(kept: np.ndarray) -> float:
+        key = kept.tobytes()
+        if key not in shares:
+            plan = PrunePlan(analysis, removal(analysis, scores, ranking, kept))
+            shares[key] = _measure(costs.costs(plan), what) / base if base else 1.0
+        return shares[key]
 
-    count = largest_count(ranking, lambda c: share(c) >= target)
-    if count < ranking.candidates and abs(share(count + 1) - target) < abs(share(count) - target):
-        count += 1
-    return removal(analysis, scores, ranking, count)
+    best = ranking.sizes.copy()
+    frozen, owner = np.zeros(len(ranking.groups), dtype=np.int64), ranking.owner
+    while True:
+        def kept_at(count: int, frozen=frozen, owner=owner) -> np.ndarray:
+            return ranking.keep_counts(frozen + ranking.asked(count, owner))
+
+        count = largest_count(len(owner), lambda c: share(kept_at(c)) >= target)
+        for kept in (kept_at(count), kept_at(min(count + 1, len(owner)))):
+            if abs(share(kept) - target) < abs(share(best) - target):
+                best = kept
+        if abs(share(best) - target) <= budget.tolerance * target or count == len(owner):
+            break
+        jumper = owner[count]  # its next candidate crosses a rounding step past the band
+        frozen = frozen + ranking.asked(count, owner)
+        owner = owner[count:][owner[count:] != jumper]
+    return removal(analysis, scores, ranking, best)
 
 
 def target_warning(budget: Budget, before: Costs, after: Costs) -> PruneWarning | None:
