@@ -151,6 +151,18 @@ def test_target_params_is_met_and_exact(exported):
     assert_mask_equivalent(proto, result, _feeds(proto, "resnet18"))
 
 
+def test_target_macs_on_an_encoder_ranks_heads_and_neurons_together(tmp_path):
+    from models.export_transformers import export as export_transformer
+    from models.export_transformers import feeds as transformer_feeds
+
+    proto = onnx.load(export_transformer("bert", tmp_path / "bert.onnx"))
+    result = prune_proto(proto, target_macs=0.6, round_to=1)
+    assert abs(result.after.macs / result.before.macs - 0.6) <= 0.02 * 0.6
+    heads = [g for g in result.groups if g["kind"] == "heads"]
+    assert heads and all(1 <= g["heads_after"] <= g["heads_before"] for g in heads)
+    assert_mask_equivalent(proto, result, transformer_feeds("bert"))
+
+
 def test_candidate_plan_costs_match_the_rewritten_model(exported):
     proto = exported("mobilenet_v2")
     model = ir.from_proto(proto)
