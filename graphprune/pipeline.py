@@ -10,7 +10,8 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune._io import infer_shapes, load_model
-from graphprune.allocation import ALLOCATORS, DEFAULT_ROUND_TO, Budget, target_warning
+from graphprune.allocation import ALLOCATORS, DEFAULT_ROUND_TO, Budget
+from graphprune.allocation.target import target_nothing_pruned, target_warning
 from graphprune.analysis import ChannelAnalysis, PrunePlan, analyze_channels
 from graphprune.analysis.summary import PruneWarning, prune_warnings
 from graphprune.errors import UsageError
@@ -152,6 +153,9 @@ def prune(
         removed = _select(analysis, criterion, seed, allocation, cost_model, budget)
     warnings = tuple(prune_warnings(analysis, len(removed), ratio=max(ratios.values()),
                                     round_to=round_to, exclude=exclude, selected=selected))
+    if budget.target is not None and not selected:  # the ratio was not used: say what was
+        warnings = tuple(target_nothing_pruned(budget) if w.detail.get("cause") in
+                         ("rounded_to_full", "ratio_zero") else w for w in warnings)
     plan = PrunePlan(analysis, removed)
     groups = [_group_report(analysis, plan, g) for g in analysis.groups]
     masks: Masks = {}

@@ -188,6 +188,8 @@ def test_unreachable_target_returns_the_closest_with_a_warning(exported):
 def test_target_one_keeps_everything(exported):
     result = prune_proto(exported("resnet18"), target_macs=1.0, round_to=ROUND_TO)
     assert result.after.macs == result.before.macs
+    [warning] = result.warnings
+    assert warning.detail["cause"] == "target_unpruned" and "--target-macs 1" in warning.message
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -78,3 +78,13 @@ def target_warning(budget: Budget, before: Costs, after: Costs) -> PruneWarning 
         f"--target-{what} {target:g}: the closest achievable is {achieved:.3f}x {what} "
         f"(floor {budget.floor:g} per group, --round-to {budget.round_to})",
         {"target": target, "what": what, "achieved": achieved})
+
+
+def target_nothing_pruned(budget: Budget) -> PruneWarning:
+    """``nothing_pruned`` when the plan closest to the target removes nothing."""
+    what, target = budget.target
+    return PruneWarning(
+        "nothing_pruned",
+        f"nothing was pruned: at --target-{what} {target:g} the closest plan removes nothing "
+        f"(--round-to {budget.round_to})",
+        {"cause": "target_unpruned", "target": target, "what": what})
