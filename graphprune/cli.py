@@ -132,6 +132,16 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
               help="Share of whole attention heads removed per layer (default: --ratio).")
 @click.option("--mlp", type=float, default=None,
               help="Share of channels and MLP neurons removed per group (default: --ratio).")
+@click.option("--allocation", type=click.Choice(["uniform", "global"]), default="uniform",
+              show_default=True,
+              help="uniform: --ratio of every group; global: --ratio of all channels, ranked "
+                   "together by standardized scores, every group keeping at least a tenth.")
+@click.option("--target-macs", type=float, default=None,
+              help="Keep this fraction of the original MACs, in (0, 1], within 2% after "
+                   "rounding: implies global ranking; --ratio, --heads, --mlp are ignored.")
+@click.option("--target-params", type=float, default=None,
+              help="Keep this fraction of the original parameters, like --target-macs "
+                   "(excludes it).")
 @click.option("--resize-io", multiple=True, metavar="PATTERN",
               help="Let graph inputs/outputs whose name matches this fnmatch pattern change shape "
                    "(a KV cache: fewer heads); every change is reported (repeatable).")
@@ -146,8 +156,9 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
 @click.option("--force", is_flag=True, help="Allow overwriting the input model.")
 @click.option("--debug", is_flag=True,
               help="Strict checks after the rewrite; tracebacks on errors.")
-def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
-          resize_io: tuple[str, ...], output: Path | None, criterion: str, round_to: int,
+def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, allocation: str,
+          target_macs: float | None, target_params: float | None, resize_io: tuple[str, ...],
+          output: Path | None, criterion: str, round_to: int,
           exclude: tuple[str, ...], seed: int, bench: bool, input_shapes: tuple[str, ...],
           data: Path | None, samples: int | None, threads: int | None, runs: int | None,
           warmup: int, providers: str, oracle: bool, force: bool, debug: bool) -> None:
@@ -156,6 +167,11 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
     for flag, value in (("--ratio", ratio), ("--heads", heads), ("--mlp", mlp)):
         if value is not None and not 0 <= value < 1:
             raise UsageError(f"{flag} must be in [0, 1), got {value}")
+    if target_macs is not None and target_params is not None:
+        raise UsageError("--target-macs and --target-params exclude each other")
+    for flag, value in (("--target-macs", target_macs), ("--target-params", target_params)):
+        if value is not None and not 0 < value <= 1:
+            raise UsageError(f"{flag} must be in (0, 1], got {value}")
     check_output(output, model, force, reports=prune_report_paths(output))
     settings = _settings(runs, warmup, threads, providers)
     console = terminal_console()
@@ -166,7 +182,9 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
             result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
                                       exclude=exclude, seed=seed, debug=debug, heads=heads,
                                       mlp=mlp, resize_io=resize_io,
-                                      input_shapes=parse_input_shapes(input_shapes))
+                                      input_shapes=parse_input_shapes(input_shapes),
+                                      allocation=allocation, target_macs=target_macs,
+                                      target_params=target_params)
         check.masks = result.masks if oracle else None
         check.io = result.io
         with step(progress, "checking and writing the model"):
@@ -179,6 +197,10 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
                                   progress)
         report = build_report(result, source=reference, output=output, measurement=measurement,
                               settings={"ratio": ratio, "heads": heads, "mlp": mlp,
+                                        "allocation": allocation if target_macs is None
+                                        and target_params is None else "target",
+                                        "target_macs": target_macs,
+                                        "target_params": target_params,
                                         "resize_io": list(resize_io),
                                         "criterion": criterion,
                                         "round_to": round_to, "exclude": list(exclude),

@@ -10,7 +10,8 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune._io import infer_shapes, load_model
-from graphprune.allocation import DEFAULT_ROUND_TO, uniform_allocation
+from graphprune.allocation import ALLOCATORS, DEFAULT_ROUND_TO, Budget
+from graphprune.allocation.target import target_nothing_pruned, target_warning
 from graphprune.analysis import ChannelAnalysis, PrunePlan, analyze_channels
 from graphprune.analysis.summary import PruneWarning, prune_warnings
 from graphprune.errors import UsageError
@@ -22,7 +23,7 @@ from graphprune.passes import (
     SliceParametersPass,
     UpdateValueShapesPass,
 )
-from graphprune.report.costs import Costs, count_costs
+from graphprune.report.costs import CostModel, Costs, count_costs
 from graphprune.verify.resized_io import changed_shapes, resized_shapes
 
 Masks = dict[str, list[tuple[int, np.ndarray]]]
@@ -69,13 +70,27 @@ def analyze(model: ir.Model | str | os.PathLike, exclude: Sequence[str] = (),
     return analyze_channels(_as_model(model), exclude, resize_io)
 
 
-def _select(analysis: ChannelAnalysis, ratio: dict[str, float], criterion: str, round_to: int,
-            seed: int):
+def _select(analysis: ChannelAnalysis, criterion: str, seed: int, allocation: str,
+            costs: CostModel, budget: Budget) -> np.ndarray:
     if criterion not in SCORERS:
         raise UsageError(f"unknown criterion '{criterion}' (choose from {', '.join(SCORERS)})")
     scorer = SCORERS[criterion]
     scores = scorer(analysis, seed=seed) if criterion == "random" else scorer(analysis)
-    return uniform_allocation(analysis, scores, ratio, round_to)
+    name = "target" if budget.target is not None else allocation
+    return ALLOCATORS[name](analysis, scores, costs, budget)
+
+
+def _budget(ratios: dict[str, float], round_to: int, allocation: str, target_macs: float | None,
+            target_params: float | None) -> Budget:
+    if allocation not in ALLOCATORS or allocation == "target":
+        choices = ", ".join(n for n in ALLOCATORS if n != "target")
+        raise UsageError(f"unknown allocation '{allocation}' (choose from {choices})")
+    if target_macs is not None and target_params is not None:
+        raise UsageError("--target-macs and --target-params exclude each other")
+    for name, value in (("target-macs", target_macs), ("target-params", target_params)):
+        if value is not None and not 0 < value <= 1:
+            raise UsageError(f"{name} must be in (0, 1], got {value}")
+    return Budget(ratios, round_to, target_macs, target_params)
 
 
 def prune(
@@ -92,6 +107,9 @@ def prune(
     mlp: float | None = None,
     resize_io: Sequence[str] = (),
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    allocation: str = "uniform",
+    target_macs: float | None = None,
+    target_params: float | None = None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
@@ -110,6 +128,13 @@ def prune(
             every change is listed in ``PruneResult.io``.
         input_shapes: Sizes of symbolic input dims by input name (``--input-shape``); costs are
             counted at these shapes (default: batch 1, image H and W 224).
+        allocation: ``uniform`` (``ratio`` of every group) or ``global`` (``ratio`` of all
+            channels, ranked together by standardized scores; every group keeps at least a
+            tenth), from :data:`graphprune.allocation.ALLOCATORS`.
+        target_macs: Share of the original MACs to keep, in ``(0, 1]``: the global ranking is
+            cut where the pruned model meets it within 2% after rounding (``ratio``, ``heads``
+            and ``mlp`` are then not used); a ``target_missed`` warning when it cannot.
+        target_params: The same for parameters (excludes ``target_macs``).
     """
     ratios = {"heads": ratio if heads is None else heads,
               "channels": ratio if mlp is None else mlp}
@@ -118,14 +143,19 @@ def prune(
             raise UsageError(f"{name} must be in [0, 1), got {value}")
     if round_to < 1:
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
+    budget = _budget(ratios, round_to, allocation, target_macs, target_params)
     model = _as_model(model)
     analysis = analyze_channels(model, exclude, resize_io)
-    before = count_costs(model, input_shapes)
+    cost_model = CostModel(model, input_shapes)
+    before = cost_model.costs()
     selected = removed is not None
     if removed is None:
-        removed = _select(analysis, ratios, criterion, round_to, seed)
+        removed = _select(analysis, criterion, seed, allocation, cost_model, budget)
     warnings = tuple(prune_warnings(analysis, len(removed), ratio=max(ratios.values()),
                                     round_to=round_to, exclude=exclude, selected=selected))
+    if budget.target is not None and not selected:  # the ratio was not used: say what was
+        warnings = tuple(target_nothing_pruned(budget) if w.detail.get("cause") in
+                         ("rounded_to_full", "ratio_zero") else w for w in warnings)
     plan = PrunePlan(analysis, removed)
     groups = [_group_report(analysis, plan, g) for g in analysis.groups]
     masks: Masks = {}
@@ -153,6 +183,8 @@ def prune(
                 for v in (*model.graph.inputs, *model.graph.outputs)}
     ir.passes.Sequential(*passes)(model)
     after = count_costs(model, resized_shapes(input_shapes, io))
+    missed = None if selected else target_warning(budget, before, after)
+    warnings += (missed,) if missed is not None else ()
     return PruneResult(model, analysis, groups, before, after, masks, warnings, io,
                        changed_shapes(io, declared))
 

@@ -174,8 +174,9 @@ def test_invalid_ratio_and_round_to():
 
 
 @pytest.mark.parametrize(("n", "ratio", "round_to", "kept"), [
-    (64, 0.5, 8, 32), (64, 0.0, 8, 64), (10, 0.99, 1, 1), (3, 0.5, 8, 3), (20, 0.5, 8, 8),
+    (64, 0.5, 8, 32), (64, 0.0, 8, 64), (10, 0.99, 1, 1), (3, 0.5, 8, 3), (20, 0.5, 8, 16),
     (20, 0.3, 8, 16), (16, 0.9, 8, 8), (1, 0.9, 1, 1), (7, 0.5, 1, 4), (100, 0.25, 16, 80),
+    (24, 0.1, 16, 24), (100, 0.7, 1, 30), (24, 0.5, 16, 16),
 ])
 def test_keep_count_examples(n, ratio, round_to, kept):
     assert keep_count(n, ratio, round_to) == kept
@@ -187,11 +188,12 @@ def test_keep_count_properties(n, ratio, round_to):
     kept = keep_count(n, ratio, round_to)
     assert 1 <= kept <= n
     assert kept % round_to == 0 or kept == n  # a multiple, unless n itself is the cap
+    exact = n * (1 - ratio)
+    assert kept >= exact - 1e-6  # rounded up: never more removed than asked
     if n >= round_to:
         assert kept >= round_to
-        # nearest multiple of the exact count, unless clamped to one multiple or to n
-        exact = n * (1 - ratio)
-        assert abs(kept - exact) <= round_to / 2 + 1e-9 or kept in (round_to, n)
+        # the smallest multiple at or above the exact count, unless clamped to one multiple or n
+        assert kept - exact < round_to or kept in (round_to, n)
     assert keep_count(n, 0.0, round_to) == n
     assert keep_count(n, min(ratio + 0.1, 0.999), round_to) <= kept  # monotone in ratio
 

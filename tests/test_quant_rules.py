@@ -269,7 +269,8 @@ def test_quantized_zoo_model_prunes_exactly(name: str, fmt: str, tmp_path_factor
     proto = quantize_zoo_model(name, fmt, tmp_path_factory.getbasetemp())
     assert FORMATS[fmt] <= {n.op_type for n in proto.graph.node}
     feeds = feeds_for(proto, {"input": ZOO[name].small_input_shape}, seed=3)
-    result = graphprune.prune(ir.from_proto(proto), ratio=0.5)
+    # quarter-wide layers of 8-41 channels: kept counts round up, so round to 4, not 16
+    result = graphprune.prune(ir.from_proto(proto), ratio=0.5, round_to=4)
     assert len(result.analysis.groups) >= 10, [b.describe() for _, b in
                                                result.analysis.blocked_sources]
     pruned = ir.to_proto(result.model)

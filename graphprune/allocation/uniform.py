@@ -23,15 +23,25 @@ DEFAULT_ROUND_TO = 16
 def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
     """Channels kept out of ``n`` when removing ``ratio`` of them.
 
-    The count is rounded to the nearest multiple of ``round_to``, never below one channel (or one
-    multiple when ``n`` allows) and never above ``n``; ratio 0 keeps everything.
+    Rounding policy: the exact kept count ``n * (1 - ratio)`` is rounded UP to a multiple of
+    ``round_to``, so a group never loses more than ``ratio`` of its channels; the count is capped
+    at ``n`` (a group may then keep everything, which the no-op warnings report) and is never
+    below one multiple (or ``n`` when smaller). Ratio 0 keeps everything.
     """
     if ratio <= 0:
         return n
-    exact = n * (1.0 - ratio)
-    step = max(1, round_to)
-    rounded = int(np.floor(exact / step + 0.5)) * step
-    return int(min(n, max(rounded, step, 1)))
+    return round_up(n * (1.0 - ratio), n, round_to)
+
+
+def round_up(exact: float, n: int, step: int = 1) -> int:
+    """``exact`` kept channels rounded up to a multiple of ``step``, within ``[step, n]``.
+
+    A hair of tolerance keeps float noise (``100 * 0.3 = 30.000000000000004``) from adding a
+    whole step.
+    """
+    step = max(1, step)
+    rounded = math.ceil(exact / step - 1e-9) * step
+    return int(min(n, max(rounded, step)))
 
 
 def _class_step(analysis: ChannelAnalysis, group: Group, round_to: int) -> int:
@@ -51,16 +61,28 @@ def _quotas(sizes: np.ndarray, keep: int) -> np.ndarray:
     return np.minimum(quota, sizes)
 
 
-def _group_removal(analysis: ChannelAnalysis, group: Group, scores: np.ndarray, ratio: float,
-                   round_to: int, keep: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Classes of ``group`` to remove.
+def group_step(analysis: ChannelAnalysis, group: Group, round_to: int) -> int:
+    """The rounding step of ``group`` in classes (head groups count in whole heads)."""
+    return 1 if group.kind == "heads" else _class_step(analysis, group, round_to)
 
-    ``keep`` and ``members`` are all-False scratch masks over class labels, shared by every group
-    so that the work stays proportional to the group's size; they are all-False again on return.
-    Head groups count in whole heads (``round_to`` applies to channels and neurons only).
+
+def scratch_masks(analysis: ChannelAnalysis) -> tuple[np.ndarray, np.ndarray]:
+    """Two all-False masks over class labels for :func:`group_removal` to share across groups."""
+    keep = np.zeros(analysis.table.num_elements, dtype=bool)
+    return keep, np.zeros_like(keep)
+
+
+def group_removal(analysis: ChannelAnalysis, group: Group, scores: np.ndarray,
+                  keep_total: int, scratch: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> np.ndarray:
+    """Class labels of ``group`` removed when it keeps ``keep_total`` classes.
+
+    The count is shared over the group's segments; each keeps its best-scored classes, and no
+    axis of the group loses every element. ``scratch`` (from :func:`scratch_masks`, shared by
+    every group so that the work stays proportional to the group's size) is all-False again on
+    return.
     """
-    step = 1 if group.kind == "heads" else _class_step(analysis, group, round_to)
-    keep_total = keep_count(len(group.classes), ratio, step)
+    keep, members = scratch if scratch is not None else scratch_masks(analysis)
     sizes = np.array([len(s) for s in group.segments], dtype=np.int64)
     kept = []
     for segment, quota in zip(group.segments, _quotas(sizes, keep_total), strict=False):
@@ -87,8 +109,10 @@ def uniform_allocation(
     ``ratio`` may map a group kind (``"heads"``, ``"channels"``) to its own ratio.
     """
     ratios = ratio if isinstance(ratio, Mapping) else {}
-    keep = np.zeros(analysis.table.num_elements, dtype=bool)
-    members = np.zeros_like(keep)
-    removed = [_group_removal(analysis, g, scores, ratios.get(g.kind, 0.0) if ratios else ratio,
-                              round_to, keep, members) for g in analysis.groups]
+    scratch = scratch_masks(analysis)
+    removed = []
+    for group in analysis.groups:
+        share = ratios.get(group.kind, 0.0) if ratios else ratio
+        keep = keep_count(len(group.classes), share, group_step(analysis, group, round_to))
+        removed.append(group_removal(analysis, group, scores, keep, scratch))
     return np.concatenate(removed) if removed else np.zeros(0, dtype=np.int64)
