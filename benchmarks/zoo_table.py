@@ -21,7 +21,7 @@ import onnx  # noqa: E402
 import onnx_ir as ir  # noqa: E402
 
 import graphprune  # noqa: E402
-from graphprune.verify.oracle import mask_equivalence_error  # noqa: E402
+from graphprune.verify.oracle import masked_model, relative_error, run  # noqa: E402
 from models.export import export  # noqa: E402
 from models.zoo import ZOO  # noqa: E402
 from tests.oracle import feeds_for  # noqa: E402
@@ -46,8 +46,9 @@ def main() -> None:
         result = graphprune.prune(path, args.ratio)
         seconds = time.perf_counter() - start
         shape[0] = 2
-        error = mask_equivalence_error(proto, ir.to_proto(result.model), result.masks,
-                                       feeds_for(proto, {proto.graph.input[0].name: tuple(shape)}))
+        feeds = feeds_for(proto, {proto.graph.input[0].name: tuple(shape)})
+        error = relative_error(run(masked_model(proto, result.masks), feeds),
+                               run(ir.to_proto(result.model), feeds))
         blocked = sum(1 for _, b in result.analysis.blocked_sources
                       if b.reason is not graphprune.BlockReason.GRAPH_IO)
         print(f"{name:15} {len(result.groups):>6} {blocked:>7} "
