@@ -13,8 +13,9 @@ from graphprune._io import infer_shapes, load_model
 from graphprune.allocation import DEFAULT_ROUND_TO, uniform_allocation
 from graphprune.analysis import ChannelAnalysis, PrunePlan, analyze_channels
 from graphprune.analysis.summary import PruneWarning, prune_warnings
+from graphprune.calibration import CalibrationProvider
 from graphprune.errors import UsageError
-from graphprune.importance import SCORERS
+from graphprune.importance import SCORERS, ScoringContext, score
 from graphprune.passes import (
     CleanupPass,
     FreezeStaticValuesPass,
@@ -70,12 +71,25 @@ def analyze(model: ir.Model | str | os.PathLike, exclude: Sequence[str] = (),
 
 
 def _select(analysis: ChannelAnalysis, ratio: dict[str, float], criterion: str, round_to: int,
-            seed: int):
+            seed: int, calibration=None, input_shapes=None):
     if criterion not in SCORERS:
         raise UsageError(f"unknown criterion '{criterion}' (choose from {', '.join(SCORERS)})")
-    scorer = SCORERS[criterion]
-    scores = scorer(analysis, seed=seed) if criterion == "random" else scorer(analysis)
+    provider = _provider(analysis.model, calibration, input_shapes, seed)
+    scores = score(criterion, ScoringContext(analysis, analysis.model, provider, seed))
     return uniform_allocation(analysis, scores, ratio, round_to)
+
+
+def _provider(model: ir.Model, calibration, input_shapes, seed: int) -> CalibrationProvider:
+    """Calibration from ``calibration`` (Inputs or batches), else valid random feeds, lazily."""
+    if calibration is None:
+        def make():
+            from graphprune.inputs import DEFAULT_SAMPLES, valid_feeds
+
+            return valid_feeds(ir.to_proto(model), input_shapes, DEFAULT_SAMPLES, seed)
+
+        return CalibrationProvider(model, origin="random", make_batches=make)
+    batches = getattr(calibration, "batches", calibration)
+    return CalibrationProvider(model, batches, getattr(calibration, "origin", "data"))
 
 
 def prune(
@@ -92,13 +106,15 @@ def prune(
     mlp: float | None = None,
     resize_io: Sequence[str] = (),
     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    calibration=None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
     Args:
         model: An onnx-ir model (rewritten in place) or a path.
         ratio: Share of channels removed per group, in ``[0, 1)``.
-        criterion: Importance scorer name (``l1``, ``l2``, ``random``).
+        criterion: Importance scorer name (``l1``, ``l2``, ``random``, ``activation``,
+            ``fluctuation``; see :mod:`graphprune.importance`).
         round_to: Kept counts are rounded to a multiple of this.
         exclude: fnmatch patterns of node names left untouched.
         seed: Seed of the ``random`` criterion.
@@ -110,6 +126,9 @@ def prune(
             every change is listed in ``PruneResult.io``.
         input_shapes: Sizes of symbolic input dims by input name (``--input-shape``); costs are
             counted at these shapes (default: batch 1, image H and W 224).
+        calibration: What data-driven criteria run the model on: an ``Inputs``
+            (:func:`graphprune.inputs.load_inputs`) or a sequence of feeds; default: 16 valid
+            random batches (not real calibration data).
     """
     ratios = {"heads": ratio if heads is None else heads,
               "channels": ratio if mlp is None else mlp}
@@ -123,7 +142,8 @@ def prune(
     before = count_costs(model, input_shapes)
     selected = removed is not None
     if removed is None:
-        removed = _select(analysis, ratios, criterion, round_to, seed)
+        removed = _select(analysis, ratios, criterion, round_to, seed, calibration,
+                          input_shapes)
     warnings = tuple(prune_warnings(analysis, len(removed), ratio=max(ratios.values()),
                                     round_to=round_to, exclude=exclude, selected=selected))
     plan = PrunePlan(analysis, removed)
