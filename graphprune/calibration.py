@@ -26,6 +26,7 @@ from graphprune.errors import UsageError
 
 Batch = dict[str, np.ndarray]
 Requests = Mapping[str, int]  # value name -> its channel axis (negative counts from the end)
+DEFAULT_CALIB_SAMPLES = 16  # --calib-samples
 _FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
 
