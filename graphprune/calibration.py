@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from graphprune.errors import UsageError
+from graphprune.errors import InputError, UsageError, one_line
 
 Batch = dict[str, np.ndarray]
 Requests = Mapping[str, int]  # value name -> its channel axis (negative counts from the end)
@@ -156,12 +156,20 @@ def collect_stats(model: ir.Model | str | os.PathLike, batches: Iterable[Batch],
     inputs = {i.name for i in proto.graph.input}
     computed = [n for n in requests if n not in inputs]
     proto = _with_outputs(proto, computed)
-    session = _session(proto, folder)
+    try:
+        session = _session(proto, folder)
+    except Exception as exc:  # onnxruntime raises its own kinds for models it cannot load
+        raise InputError(f"calibration: onnxruntime cannot load the model ({one_line(exc)})") \
+            from exc
     sums = {name: _Accumulator(axis) for name, axis in requests.items()}
     seen = 0
     for batch in batches:
         feed = {k: v for k, v in batch.items() if k in inputs}
-        results = session.run(computed, feed) if computed else []
+        try:
+            results = session.run(computed, feed) if computed else []
+        except Exception as exc:
+            raise InputError(f"calibration: the model does not run on batch {seen} "
+                             f"({one_line(exc)})") from exc
         for name, array in zip(computed, results, strict=True):
             sums[name].add(array, name)
         for name in requests:

@@ -200,7 +200,11 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None,
                                         "resize_io": list(resize_io),
                                         "criterion": criterion,
                                         "round_to": round_to, "exclude": list(exclude),
-                                        "seed": seed}, oracle=check.oracle)
+                                        "seed": seed,
+                                        "calibration": calibration and {
+                                            "origin": calibration.origin,
+                                            "batches": len(calibration.batches)}},
+                              oracle=check.oracle)
         report["input"] = str(model)
         with step(progress, "writing the reports"):
             paths = write_prune_reports(report, output)

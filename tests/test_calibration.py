@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -11,7 +13,7 @@ from onnx import numpy_helper
 import graphprune
 from graphprune.calibration import ActivationStats, CalibrationProvider
 from graphprune.cli import main
-from graphprune.errors import UsageError
+from graphprune.errors import InputError, UsageError
 from graphprune.importance import SCORERS, ScoringContext, score, standardize
 from graphprune.importance.consumers import consumer_pairs
 from graphprune.inputs import load_inputs
@@ -71,6 +73,9 @@ def test_stats_refuse_unknown_values_and_no_batches():
         ActivationStats.collect(ir.from_proto(scaled()), batches(), {"nope": 1})
     with pytest.raises(UsageError, match="no batches"):
         ActivationStats.collect(ir.from_proto(scaled()), [], {"r": 1})
+    wrong = [{"x": np.zeros((1, 5, 5, 6), np.float32)}]  # 5 channels where the model takes 3
+    with pytest.raises(InputError, match="does not run on batch 0"):
+        ActivationStats.collect(ir.from_proto(scaled()), wrong, {"r": 1})
 
 
 def test_provider_collects_each_value_once():
@@ -200,3 +205,5 @@ def test_cli_activation_criterion(model_path, tmp_path, capsys):
     assert main([*args[:6], "fluctuation", "--data", str(data), "-o", str(out2),
                  "--no-bench"]) == 0
     assert out2.exists() and "not real calibration" not in capsys.readouterr().err
+    report = json.loads((tmp_path / "fluct.report.json").read_text())
+    assert report["settings"]["calibration"] == {"origin": str(data), "batches": 3}
