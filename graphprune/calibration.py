@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -138,30 +138,29 @@ def _session(proto: onnx.ModelProto, folder: Path | None):
                                 providers=["CPUExecutionProvider"])
 
 
-def collect_stats(model: ir.Model | str | os.PathLike, batches: Iterable[Batch],
-                  requests: Requests) -> dict[str, Stats]:
-    """Per-channel :class:`Stats` of every requested value over ``batches``.
+def stream_values(model: ir.Model | str | os.PathLike, batches: Iterable[Batch],
+                  names: Iterable[str]) -> Iterator[dict[str, np.ndarray]]:
+    """The values ``names`` on each batch, one batch at a time (memory: one batch's values).
 
     Args:
         model: A model path (loaded without its external data) or an onnx-ir model.
         batches: Feeds of every graph input; consumed one at a time.
-        requests: Value name -> channel axis. Graph inputs are read from the feeds.
+        names: Values to fetch; graph inputs are read from the feeds.
 
     Raises:
         UsageError: A name the model does not compute, or no batch at all.
+        InputError: onnxruntime cannot load the model or run it on a batch.
     """
-    if not requests:
-        return {}
+    names = list(dict.fromkeys(names))
     proto, folder = _model_proto(model)
     inputs = {i.name for i in proto.graph.input}
-    computed = [n for n in requests if n not in inputs]
+    computed = [n for n in names if n not in inputs]
     proto = _with_outputs(proto, computed)
     try:
         session = _session(proto, folder)
     except Exception as exc:  # onnxruntime raises its own kinds for models it cannot load
         raise InputError(f"calibration: onnxruntime cannot load the model ({one_line(exc)})") \
             from exc
-    sums = {name: _Accumulator(axis) for name, axis in requests.items()}
     seen = 0
     for batch in batches:
         feed = {k: v for k, v in batch.items() if k in inputs}
@@ -170,15 +169,54 @@ def collect_stats(model: ir.Model | str | os.PathLike, batches: Iterable[Batch],
         except Exception as exc:
             raise InputError(f"calibration: the model does not run on batch {seen} "
                              f"({one_line(exc)})") from exc
-        for name, array in zip(computed, results, strict=True):
-            sums[name].add(array, name)
-        for name in requests:
-            if name in inputs:
-                sums[name].add(batch[name], name)
+        found = dict(zip(computed, results, strict=True))
+        yield {n: found[n] if n in found else batch[n] for n in names}
         seen += 1
     if not seen:
         raise UsageError("calibration: no batches to collect activations from")
+
+
+def collect_stats(model: ir.Model | str | os.PathLike, batches: Iterable[Batch],
+                  requests: Requests) -> dict[str, Stats]:
+    """Per-channel :class:`Stats` of every requested value, in one streamed pass.
+
+    ``requests`` maps value names to their channel axis; see :func:`stream_values` for the rest.
+    """
+    if not requests:
+        return {}
+    sums = {name: _Accumulator(axis) for name, axis in requests.items()}
+    for values in stream_values(model, batches, requests):
+        for name, array in values.items():
+            sums[name].add(array, name)
     return {name: acc.stats() for name, acc in sums.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Gram:
+    """Second moments across channels of one value (for least-squares refits).
+
+    Attributes:
+        xtx: ``sum over positions of x x^T`` (channels x channels), float64.
+        sum: Per-channel sums.
+        count: Positions summed (batch x every axis but the channel axis).
+    """
+
+    xtx: np.ndarray
+    sum: np.ndarray
+    count: int
+
+
+def collect_gram(model: ir.Model | str | os.PathLike, batches: Iterable[Batch],
+                 requests: Requests) -> dict[str, Gram]:
+    """:class:`Gram` of every requested value (name -> channel axis), in one streamed pass."""
+    grams: dict[str, list] = {}
+    for values in stream_values(model, batches, requests):
+        for name, array in values.items():
+            x = np.moveaxis(np.asarray(array, np.float64), requests[name], -1)
+            x = x.reshape(-1, x.shape[-1])
+            part = grams.setdefault(name, [0.0, 0.0, 0])
+            part[0], part[1], part[2] = part[0] + x.T @ x, part[1] + x.sum(0), part[2] + len(x)
+    return {n: Gram(np.asarray(g[0]), np.asarray(g[1]), g[2]) for n, g in grams.items()}
 
 
 class ActivationStats:
@@ -224,6 +262,14 @@ class CalibrationProvider:
             for name, found in collect_stats(self.model, self.batches, missing).items():
                 self._cache[(name, missing[name])] = found
         return {n: self._cache[(n, a)] for n, a in requests.items()}
+
+    def gram(self, requests: Requests) -> dict[str, Gram]:
+        """:class:`Gram` for every ``name -> channel axis`` (not cached: they are large)."""
+        return collect_gram(self.model, self.batches, requests)
+
+    def stream(self, names: Iterable[str]) -> Iterator[dict[str, np.ndarray]]:
+        """The raw values ``names``, one calibration batch at a time."""
+        return stream_values(self.model, self.batches, names)
 
 
 def random_calibration_notice() -> str:

@@ -68,6 +68,20 @@ def test_stats_equal_numpy_over_batches(tmp_path, monkeypatch, source):
         assert got.count == count == 6 * 5 * 6
 
 
+def test_gram_and_stream_equal_numpy():
+    feeds = batches()
+    s = numpy_helper.to_array(scaled().graph.initializer[0]).astype(np.float64)
+    r = np.concatenate([np.maximum(f["x"] * s, 0).transpose(0, 2, 3, 1).reshape(-1, 3)
+                        for f in feeds])
+    provider = CalibrationProvider(ir.from_proto(scaled()), feeds)
+    gram = provider.gram({"r": 1})["r"]
+    np.testing.assert_allclose(gram.xtx, r.T @ r, rtol=1e-5)
+    np.testing.assert_allclose(gram.sum, r.sum(0), rtol=1e-5)
+    assert gram.count == len(r)
+    shapes = [values["r"].shape for values in provider.stream(["r"])]
+    assert shapes == [f["x"].shape for f in feeds]
+
+
 def test_stats_refuse_unknown_values_and_no_batches():
     with pytest.raises(UsageError, match="no value 'nope'"):
         ActivationStats.collect(ir.from_proto(scaled()), batches(), {"nope": 1})
