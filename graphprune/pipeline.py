@@ -13,7 +13,7 @@ from graphprune._io import infer_shapes, load_model
 from graphprune.allocation import DEFAULT_ROUND_TO, uniform_allocation
 from graphprune.analysis import ChannelAnalysis, PrunePlan, analyze_channels
 from graphprune.analysis.summary import PruneWarning, prune_warnings
-from graphprune.calibration import CalibrationProvider
+from graphprune.calibration import DEFAULT_CALIB_SAMPLES, CalibrationProvider
 from graphprune.errors import UsageError
 from graphprune.importance import SCORERS, ScoringContext, score
 from graphprune.passes import (
@@ -83,9 +83,9 @@ def _provider(model: ir.Model, calibration, input_shapes, seed: int) -> Calibrat
     """Calibration from ``calibration`` (Inputs or batches), else valid random feeds, lazily."""
     if calibration is None:
         def make():
-            from graphprune.inputs import DEFAULT_SAMPLES, valid_feeds
+            from graphprune.inputs import valid_feeds
 
-            return valid_feeds(ir.to_proto(model), input_shapes, DEFAULT_SAMPLES, seed)
+            return valid_feeds(ir.to_proto(model), input_shapes, DEFAULT_CALIB_SAMPLES, seed)
 
         return CalibrationProvider(model, origin="random", make_batches=make)
     batches = getattr(calibration, "batches", calibration)
