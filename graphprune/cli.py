@@ -23,9 +23,10 @@ from graphprune.bench.latency import DEFAULT_WARMUP
 from graphprune.bench.measure import BenchSettings, measure
 from graphprune.bench.progress import progress_bar, step
 from graphprune.bench.sweep import parse_ratios, sweep, sweep_model_path
+from graphprune.calibration import DEFAULT_CALIB_SAMPLES, random_calibration_notice
 from graphprune.destinations import check_destinations, check_folder, keep_original
 from graphprune.errors import GraphpruneError, UsageError
-from graphprune.importance import SCORERS
+from graphprune.importance import NEEDS_CALIBRATION, SCORERS
 from graphprune.inputs import inputs_for_models, load_inputs, parse_input_shapes
 from graphprune.report.costs import count_costs
 from graphprune.report.files import write_json
@@ -76,6 +77,16 @@ def _job_inputs(model: Path, input_shapes, data, samples, seed, bench: bool):
     check = SelfCheck(model, inputs.batches[:CHECK_BATCHES])
     check.check_input()
     return inputs, check
+
+
+def _calibration(model: Path, criterion: str, input_shapes, data, samples: int, seed: int):
+    """Calibration batches for a data-driven criterion (None for the others)."""
+    if criterion not in NEEDS_CALIBRATION:
+        return None
+    if data is None:
+        print_line(f"note: {random_calibration_notice()}",
+                   terminal_console(stderr=True), style="yellow")
+    return load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
 
 
 _PRUNE_OPTIONS = [
@@ -153,6 +164,10 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
 @_options(_INPUT_OPTIONS, _BENCH_OPTIONS)
 @click.option("--oracle/--no-oracle", default=True, show_default=True,
               help="Check the written model against the masked original (mask equivalence).")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES,
+              show_default=True,
+              help="Batches from --data (or random) that --criterion activation|fluctuation "
+                   "runs the model on.")
 @click.option("--force", is_flag=True, help="Allow overwriting the input model.")
 @click.option("--debug", is_flag=True,
               help="Strict checks after the rewrite; tracebacks on errors.")
@@ -161,7 +176,8 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
           output: Path | None, criterion: str, round_to: int,
           exclude: tuple[str, ...], seed: int, bench: bool, input_shapes: tuple[str, ...],
           data: Path | None, samples: int | None, threads: int | None, runs: int | None,
-          warmup: int, providers: str, oracle: bool, force: bool, debug: bool) -> None:
+          warmup: int, providers: str, oracle: bool, calib_samples: int, force: bool,
+          debug: bool) -> None:
     """Prune MODEL; write the pruned model and JSON and HTML reports."""
     output = output or model.with_name(f"{model.stem}.pruned.onnx")
     for flag, value in (("--ratio", ratio), ("--heads", heads), ("--mlp", mlp)):
@@ -178,13 +194,14 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
     with progress_bar() as progress:
         with step(progress, "checking the input model"):
             inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
+        calibration = _calibration(model, criterion, input_shapes, data, calib_samples, seed)
         with step(progress, "pruning"):
             result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
                                       exclude=exclude, seed=seed, debug=debug, heads=heads,
                                       mlp=mlp, resize_io=resize_io,
                                       input_shapes=parse_input_shapes(input_shapes),
                                       allocation=allocation, target_macs=target_macs,
-                                      target_params=target_params)
+                                      target_params=target_params, calibration=calibration)
         check.masks = result.masks if oracle else None
         check.io = result.io
         with step(progress, "checking and writing the model"):
@@ -204,7 +221,11 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
                                         "resize_io": list(resize_io),
                                         "criterion": criterion,
                                         "round_to": round_to, "exclude": list(exclude),
-                                        "seed": seed}, oracle=check.oracle)
+                                        "seed": seed,
+                                        "calibration": calibration and {
+                                            "origin": calibration.origin,
+                                            "batches": len(calibration.batches)}},
+                              oracle=check.oracle)
         report["input"] = str(model)
         with step(progress, "writing the reports"):
             paths = write_prune_reports(report, output)

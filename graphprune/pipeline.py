@@ -14,8 +14,9 @@ from graphprune.allocation import ALLOCATORS, DEFAULT_ROUND_TO, Budget
 from graphprune.allocation.target import target_nothing_pruned, target_warning
 from graphprune.analysis import ChannelAnalysis, PrunePlan, analyze_channels
 from graphprune.analysis.summary import PruneWarning, prune_warnings
+from graphprune.calibration import DEFAULT_CALIB_SAMPLES, CalibrationProvider
 from graphprune.errors import UsageError
-from graphprune.importance import SCORERS
+from graphprune.importance import SCORERS, ScoringContext, score
 from graphprune.passes import (
     CleanupPass,
     FreezeStaticValuesPass,
@@ -71,11 +72,11 @@ def analyze(model: ir.Model | str | os.PathLike, exclude: Sequence[str] = (),
 
 
 def _select(analysis: ChannelAnalysis, criterion: str, seed: int, allocation: str,
-            costs: CostModel, budget: Budget) -> np.ndarray:
+            costs: CostModel, budget: Budget, calibration=None, input_shapes=None) -> np.ndarray:
     if criterion not in SCORERS:
         raise UsageError(f"unknown criterion '{criterion}' (choose from {', '.join(SCORERS)})")
-    scorer = SCORERS[criterion]
-    scores = scorer(analysis, seed=seed) if criterion == "random" else scorer(analysis)
+    provider = _provider(analysis.model, calibration, input_shapes, seed)
+    scores = score(criterion, ScoringContext(analysis, analysis.model, provider, seed))
     name = "target" if budget.target is not None else allocation
     return ALLOCATORS[name](analysis, scores, costs, budget)
 
@@ -91,6 +92,19 @@ def _budget(ratios: dict[str, float], round_to: int, allocation: str, target_mac
         if value is not None and not 0 < value <= 1:
             raise UsageError(f"{name} must be in (0, 1], got {value}")
     return Budget(ratios, round_to, target_macs, target_params)
+
+
+def _provider(model: ir.Model, calibration, input_shapes, seed: int) -> CalibrationProvider:
+    """Calibration from ``calibration`` (Inputs or batches), else valid random feeds, lazily."""
+    if calibration is None:
+        def make():
+            from graphprune.inputs import valid_feeds
+
+            return valid_feeds(ir.to_proto(model), input_shapes, DEFAULT_CALIB_SAMPLES, seed)
+
+        return CalibrationProvider(model, origin="random", make_batches=make)
+    batches = getattr(calibration, "batches", calibration)
+    return CalibrationProvider(model, batches, getattr(calibration, "origin", "data"))
 
 
 def prune(
@@ -110,13 +124,15 @@ def prune(
     allocation: str = "uniform",
     target_macs: float | None = None,
     target_params: float | None = None,
+    calibration=None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
     Args:
         model: An onnx-ir model (rewritten in place) or a path.
         ratio: Share of channels removed per group, in ``[0, 1)``.
-        criterion: Importance scorer name (``l1``, ``l2``, ``random``).
+        criterion: Importance scorer name (``l1``, ``l2``, ``random``, ``activation``,
+            ``fluctuation``; see :mod:`graphprune.importance`).
         round_to: Kept counts are rounded to a multiple of this.
         exclude: fnmatch patterns of node names left untouched.
         seed: Seed of the ``random`` criterion.
@@ -135,6 +151,9 @@ def prune(
             cut where the pruned model meets it within 2% after rounding (``ratio``, ``heads``
             and ``mlp`` are then not used); a ``target_missed`` warning when it cannot.
         target_params: The same for parameters (excludes ``target_macs``).
+        calibration: What data-driven criteria run the model on: an ``Inputs``
+            (:func:`graphprune.inputs.load_inputs`) or a sequence of feeds; default: 16 valid
+            random batches (not real calibration data).
     """
     ratios = {"heads": ratio if heads is None else heads,
               "channels": ratio if mlp is None else mlp}
@@ -150,7 +169,8 @@ def prune(
     before = cost_model.costs()
     selected = removed is not None
     if removed is None:
-        removed = _select(analysis, criterion, seed, allocation, cost_model, budget)
+        removed = _select(analysis, criterion, seed, allocation, cost_model, budget,
+                          calibration, input_shapes)
     warnings = tuple(prune_warnings(analysis, len(removed), ratio=max(ratios.values()),
                                     round_to=round_to, exclude=exclude, selected=selected))
     if budget.target is not None and not selected:  # the ratio was not used: say what was

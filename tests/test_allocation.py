@@ -21,7 +21,7 @@ from graphprune.allocation.uniform import group_step
 from graphprune.analysis import PrunePlan
 from graphprune.cli import main
 from graphprune.errors import UsageError
-from graphprune.importance import SCORERS
+from graphprune.importance import SCORERS, ScoringContext
 from graphprune.report.costs import CostModel
 from models.export import export
 from models.zoo import ZOO
@@ -75,7 +75,7 @@ def test_ratio_point_one_on_24_channels_keeps_everything_and_says_so():
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
 def test_rounding_never_removes_more_than_asked(exported, name, allocation):
     analysis = graphprune.analyze(ir.from_proto(exported(name)))
-    scores = SCORERS["l1"](analysis)
+    scores = SCORERS["l1"](ScoringContext(analysis, analysis.model, None, 0))
     for ratio in (0.1, 0.3, 0.5, 0.7):
         for round_to in (1, 8, 16):
             budget = Budget(ratio, round_to)
@@ -106,7 +106,7 @@ def test_standardized_scores_ignore_the_scale_of_a_group():
 def test_global_allocation_keeps_floors(exported, criterion):
     proto = exported("mobilenet_v2")
     analysis = graphprune.analyze(ir.from_proto(proto))
-    scores = SCORERS[criterion](analysis)
+    scores = SCORERS[criterion](ScoringContext(analysis, analysis.model, None, 0))
     budget = Budget(0.85, ROUND_TO)
     removed = global_allocation(analysis, scores, None, budget)
     kept = _kept_per_group(analysis, removed)
@@ -167,7 +167,7 @@ def test_candidate_plan_costs_match_the_rewritten_model(exported):
     proto = exported("mobilenet_v2")
     model = ir.from_proto(proto)
     analysis = graphprune.analyze(model)
-    scores = SCORERS["l1"](analysis)
+    scores = SCORERS["l1"](ScoringContext(analysis, analysis.model, None, 0))
     costs = CostModel(model)
     removed = ALLOCATORS["target"](analysis, scores, costs, Budget(round_to=ROUND_TO,
                                                                    target_macs=0.5))

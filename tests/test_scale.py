@@ -24,7 +24,7 @@ from graphprune._io import infer_shapes
 from graphprune.allocation import uniform_allocation
 from graphprune.analysis import PrunePlan, analyze_channels
 from graphprune.cli import main
-from graphprune.importance import SCORERS
+from graphprune.importance import SCORERS, ScoringContext
 from graphprune.report import plots
 from graphprune.report.costs import count_costs
 
@@ -68,7 +68,7 @@ def _stages(model: ir.Model) -> dict:
         state["analysis"] = analyze_channels(model)
 
     def allocation():
-        scores = SCORERS["l1"](state["analysis"])
+        scores = SCORERS["l1"](ScoringContext(state["analysis"], state["analysis"].model, None, 0))
         state["removed"] = uniform_allocation(state["analysis"], scores, 0.5, 16)
 
     def plan():

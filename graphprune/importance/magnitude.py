@@ -10,6 +10,7 @@ import numpy as np
 
 from graphprune._io import iter_blocks
 from graphprune.analysis import ChannelAnalysis
+from graphprune.importance.context import ScoringContext
 
 
 def _magnitude(analysis: ChannelAnalysis, power: int) -> np.ndarray:
@@ -21,13 +22,13 @@ def _magnitude(analysis: ChannelAnalysis, power: int) -> np.ndarray:
         if entry.constant and not entry.opaque:
             by_value.setdefault(id(entry.value), (entry.value, []))[1].append(entry)
     for value, entries in by_value.values():
-        sums = _axis_sums(value, {e.axis for e in entries}, power)
+        sums = axis_sums(value, {e.axis for e in entries}, power)
         for entry in entries:
             np.add.at(scores, analysis.axis_labels(entry), sums[entry.axis])
     return scores
 
 
-def _axis_sums(value, axes: set[int], power: int) -> dict[int, np.ndarray]:
+def axis_sums(value, axes: set[int], power: int) -> dict[int, np.ndarray]:
     """``sum |W|^p`` over every axis but ``a``, for each ``a`` in ``axes``, one block at a time."""
     rows: list[np.ndarray] = []  # axis 0: one part per block
     sums: dict[int, np.ndarray] = {}
@@ -54,3 +55,13 @@ def l1_importance(analysis: ChannelAnalysis) -> np.ndarray:
 def l2_importance(analysis: ChannelAnalysis) -> np.ndarray:
     """Per-class squared L2 magnitude (indexed by class label)."""
     return _magnitude(analysis, 2)
+
+
+def l1_score(context: ScoringContext) -> np.ndarray:
+    """:func:`l1_importance` behind the scoring interface."""
+    return l1_importance(context.analysis)
+
+
+def l2_score(context: ScoringContext) -> np.ndarray:
+    """:func:`l2_importance` behind the scoring interface."""
+    return l2_importance(context.analysis)
