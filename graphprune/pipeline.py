@@ -103,6 +103,12 @@ def _provider(model: ir.Model, calibration, input_shapes, seed: int) -> Calibrat
             return valid_feeds(ir.to_proto(model), input_shapes, DEFAULT_CALIB_SAMPLES, seed)
 
         return CalibrationProvider(model, origin="random", make_batches=make)
+    if isinstance(calibration, (str, os.PathLike)):  # a --data file or folder
+        from graphprune.inputs import load_inputs
+        from graphprune.inputs.specs import interface_of
+
+        calibration = load_inputs(interface_of(model), input_shapes, calibration,
+                                  DEFAULT_CALIB_SAMPLES, seed)
     batches = getattr(calibration, "batches", calibration)
     return CalibrationProvider(model, batches, getattr(calibration, "origin", "data"))
 
@@ -152,8 +158,8 @@ def prune(
             and ``mlp`` are then not used); a ``target_missed`` warning when it cannot.
         target_params: The same for parameters (excludes ``target_macs``).
         calibration: What data-driven criteria run the model on: an ``Inputs``
-            (:func:`graphprune.inputs.load_inputs`) or a sequence of feeds; default: 16 valid
-            random batches (not real calibration data).
+            (:func:`graphprune.inputs.load_inputs`), a sequence of feeds, or a ``--data`` path;
+            default: 16 valid random batches (not real calibration data).
     """
     ratios = {"heads": ratio if heads is None else heads,
               "channels": ratio if mlp is None else mlp}

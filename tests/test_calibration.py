@@ -221,3 +221,20 @@ def test_cli_activation_criterion(model_path, tmp_path, capsys):
     assert out2.exists() and "not real calibration" not in capsys.readouterr().err
     report = json.loads((tmp_path / "fluct.report.json").read_text())
     assert report["settings"]["calibration"] == {"origin": str(data), "batches": 3}
+
+
+def test_calibration_given_as_a_data_path(tmp_path):
+    """``prune(calibration=path)`` reads the file as ``--data`` does; the oracle still holds."""
+    proto = residual3()
+    data = tmp_path / "calib.npy"
+    np.save(data, np.random.default_rng(0).standard_normal((4, *SHAPE[1:])).astype(np.float32))
+    from_path = prune_proto(proto, ratio=0.5, round_to=1, criterion="activation",
+                            calibration=str(data), input_shapes={"x": SHAPE})
+    inputs = load_inputs(proto, {"x": SHAPE}, data)
+    from_inputs = prune_proto(proto, ratio=0.5, round_to=1, criterion="activation",
+                              calibration=inputs, input_shapes={"x": SHAPE})
+    assert from_path.masks.keys() == from_inputs.masks.keys()
+    for name, cuts in from_path.masks.items():
+        for (axis, kept), (axis2, kept2) in zip(cuts, from_inputs.masks[name], strict=True):
+            assert axis == axis2 and np.array_equal(kept, kept2)
+    assert_mask_equivalent(proto, from_path, feeds_for(proto, {"x": SHAPE}))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from graphprune._io import check_path
 from graphprune.errors import InputError, UsageError
@@ -79,6 +80,13 @@ def read_interface(path: str | os.PathLike) -> onnx.ModelProto:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises many kinds for a bad file
         raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
+
+
+def interface_of(model: ir.Model) -> onnx.ModelProto:
+    """A proto holding only ``model``'s graph inputs (what input specs read), without weights."""
+    initializers = set(model.graph.initializers)
+    inputs = [ir.serde.serialize_value(v) for v in model.graph.inputs if v.name not in initializers]
+    return onnx.helper.make_model(onnx.helper.make_graph([], "interface", inputs, []))
 
 
 def _np_dtype(elem_type: int) -> np.dtype:

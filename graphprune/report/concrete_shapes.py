@@ -53,13 +53,11 @@ def input_shapes(model: ir.Model, shapes: Shapes | None = None
     names no input or disagrees with a static dim).
     """
     from graphprune.inputs import resolve_specs
+    from graphprune.inputs.specs import interface_of
 
     declared = dict(declared_inputs(model))
-    interface = onnx.helper.make_model(onnx.helper.make_graph(
-        [], "interface", [ir.serde.serialize_value(v) for v in model.graph.inputs
-                          if v.name in declared], []))
     resolved, notes = {}, []
-    for spec in resolve_specs(interface, shapes):
+    for spec in resolve_specs(interface_of(model), shapes):
         if declared[spec.name] is None and not spec.shape:
             notes.append(f"input '{spec.name}': rank unknown (give --input-shape)")
             continue
