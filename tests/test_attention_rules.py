@@ -20,16 +20,21 @@ def _feeds(seed=0):
     return {"x": np.random.default_rng(seed).standard_normal((2, 5, D)).astype(np.float32)}
 
 
-def _encoder(attention: str, **extra) -> onnx.ModelProto:
+BIAS_GELU = "a = com.microsoft.BiasGelu (u, bu)"
+SKIP_NORM = "y = com.microsoft.SkipLayerNormalization (d, s, g2, b2, bd)"
+
+
+def _encoder(attention: str, act: str = BIAS_GELU, norm: str = SKIP_NORM,
+             **extra) -> onnx.ModelProto:
     text = f"""{HEADER}
 g (float[2,5,{D}] x) => (float[2,5,{D}] y) {{
   {attention}
   o = MatMul (att, wo)
   s = com.microsoft.SkipLayerNormalization (o, x, g1, b1, bo)
   u = MatMul (s, wu)
-  a = com.microsoft.BiasGelu (u, bu)
+  {act}
   d = MatMul (a, wd)
-  y = com.microsoft.SkipLayerNormalization (d, s, g2, b2, bd)
+  {norm}
 }}"""
     inits = {"wo": (D, D), "g1": (D,), "b1": (D,), "bo": (D,), "wu": (D, MLP), "bu": (MLP,),
              "wd": (MLP, D), "g2": (D,), "b2": (D,), "bd": (D,), **extra}
@@ -69,3 +74,19 @@ g (float[2,5,{D}] x) => (float[2,5,{D}] y, float[2,2,{HEADS},5,4] present) {{
     assert not analysis.groups
     assert any(b.reason is BlockReason.UNSUPPORTED_ATTRIBUTE and b.op_type == "Attention"
                for b in analysis.blocked)
+
+
+@pytest.mark.parametrize(("act", "norm"), [
+    ("a = com.microsoft.FastGelu (u, bu)", SKIP_NORM),
+    ("a = com.microsoft.QuickGelu <alpha=1.702> (u)", SKIP_NORM),
+    ("a = com.microsoft.Gelu (u)", SKIP_NORM),
+    (BIAS_GELU, "y = com.microsoft.SkipSimplifiedLayerNormalization (d, s, g2)"),
+], ids=["FastGelu", "QuickGelu", "Gelu", "SkipSimplifiedLayerNormalization"])
+def test_fused_activations_and_norms_prune_exactly(act, norm):
+    proto = _encoder(f"att = com.microsoft.Attention <num_heads={HEADS}> (x, wqkv, bqkv)",
+                     act=act, norm=norm, wqkv=(D, 3 * D), bqkv=(3 * D,))
+    analysis = graphprune.analyze(ir.from_proto(proto))
+    assert sorted((g.kind, len(g.classes)) for g in analysis.groups) == [
+        ("channels", MLP), ("heads", HEADS)]
+    check_random_selections(proto, seeds=(0, 1, 2), feeds=_feeds())
+    assert_mask_equivalent(proto, prune_proto(proto, ratio=0.5, round_to=1), _feeds(1))

@@ -223,13 +223,6 @@ class SkipLayerNormRule(Rule):
 
 
 @register
-class SimplifiedLayerNormRule(SkipLayerNormRule):
-    """``com.microsoft::SimplifiedLayerNormalization`` (RMSNorm) over the last axis."""
-
-    op_types = ("SimplifiedLayerNormalization",)
-
-
-@register
 class EmbedLayerNormRule(Rule):
     """``EmbedLayerNormalization``: embeddings + LayerNorm of the residual stream (whole).
 
@@ -260,7 +253,7 @@ class EmbedLayerNormRule(Rule):
 class BiasActivationRule(Rule):
     """``Y = act(X + bias)`` (BiasGelu, FastGelu, Gelu, QuickGelu): elementwise, broadcasting."""
 
-    op_types = ("BiasGelu", "FastGelu", "Gelu", "QuickGelu", "BiasAdd")
+    op_types = ("BiasGelu", "FastGelu", "Gelu", "QuickGelu")
     domain = CONTRIB
 
     def couplings(self, node: ir.Node) -> list[Coupling] | Blocked:

@@ -61,7 +61,7 @@ def changed_shapes(io: Cuts, shapes: Mapping[str, Sequence]) -> list[dict]:
 
 
 def resized_inputs(inputs, io: Cuts):
-    """Measurement inputs (``graphprune.bench.inputs.Inputs``) sliced for the pruned model."""
+    """Measurement inputs (``graphprune.inputs.Inputs``) sliced for the pruned model."""
     import dataclasses
 
     return dataclasses.replace(inputs, batches=tuple(sliced_feeds(b, io) for b in inputs.batches))
