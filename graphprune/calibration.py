@@ -90,8 +90,21 @@ class _Accumulator:
         return Stats(self.sum, self.sq_sum, self.count)
 
 
-def _model_proto(model: ir.Model | str | os.PathLike) -> tuple[onnx.ModelProto, Path | None]:
-    """The model as a proto (external data left on disk) and the folder its data lies in."""
+@dataclasses.dataclass(frozen=True)
+class ProtoModel:
+    """A model proto whose external data lies in ``folder`` (None: none), as runnable here."""
+
+    proto: onnx.ModelProto
+    folder: Path | None = None
+
+
+def model_proto(model) -> tuple[onnx.ModelProto, Path | None]:
+    """The model (onnx-ir, :class:`ProtoModel` or a path) as a proto and its data folder.
+
+    External data is left on disk (a proto of an onnx-ir model references it).
+    """
+    if isinstance(model, ProtoModel):
+        return model.proto, model.folder
     if isinstance(model, ir.Model):
         proto = ir.to_proto(model)  # external tensors are written as references
         source = model.meta.get("graphprune.source")
@@ -138,12 +151,13 @@ def _session(proto: onnx.ModelProto, folder: Path | None):
                                 providers=["CPUExecutionProvider"])
 
 
-def stream_values(model: ir.Model | str | os.PathLike, batches: Iterable[Batch],
+def stream_values(model, batches: Iterable[Batch],
                   names: Iterable[str]) -> Iterator[dict[str, np.ndarray]]:
     """The values ``names`` on each batch, one batch at a time (memory: one batch's values).
 
     Args:
-        model: A model path (loaded without its external data) or an onnx-ir model.
+        model: A model path (loaded without its external data), an onnx-ir model or a
+            :class:`ProtoModel`.
         batches: Feeds of every graph input; consumed one at a time.
         names: Values to fetch; graph inputs are read from the feeds.
 
@@ -152,7 +166,7 @@ def stream_values(model: ir.Model | str | os.PathLike, batches: Iterable[Batch],
         InputError: onnxruntime cannot load the model or run it on a batch.
     """
     names = list(dict.fromkeys(names))
-    proto, folder = _model_proto(model)
+    proto, folder = model_proto(model)
     inputs = {i.name for i in proto.graph.input}
     computed = [n for n in names if n not in inputs]
     proto = _with_outputs(proto, computed)

@@ -24,6 +24,7 @@ from graphprune.bench.measure import BenchSettings, measure
 from graphprune.bench.progress import progress_bar, step
 from graphprune.bench.sweep import parse_ratios, sweep, sweep_model_path
 from graphprune.calibration import DEFAULT_CALIB_SAMPLES, random_calibration_notice
+from graphprune.compensation import ORDER, parse_compensate
 from graphprune.destinations import check_destinations, check_folder, keep_original
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import NEEDS_CALIBRATION, SCORERS
@@ -79,9 +80,10 @@ def _job_inputs(model: Path, input_shapes, data, samples, seed, bench: bool):
     return inputs, check
 
 
-def _calibration(model: Path, criterion: str, input_shapes, data, samples: int, seed: int):
-    """Calibration batches for a data-driven criterion (None for the others)."""
-    if criterion not in NEEDS_CALIBRATION:
+def _calibration(model: Path, criterion: str, compensate: str, input_shapes, data, samples: int,
+                 seed: int):
+    """Calibration batches for a data-driven criterion or compensation (None otherwise)."""
+    if criterion not in NEEDS_CALIBRATION and not parse_compensate(compensate):
         return None
     if data is None:
         print_line(f"note: {random_calibration_notice()}",
@@ -99,6 +101,11 @@ _PRUNE_OPTIONS = [
                       "(repeatable)."),
     click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Seed of --criterion random and of random inputs."),
+    click.option("--compensate", default="none", show_default=True, metavar="METHODS",
+                 help="After pruning, correct the weights so the model tracks the original on "
+                      "the calibration data: none, or a comma-separated list of "
+                      f"{', '.join(ORDER)} (run in that order). Compensated outputs differ "
+                      "from the masked original by design: the oracle is skipped."),
 ]
 _INPUT_OPTIONS = [
     click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
@@ -174,7 +181,8 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
 def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, allocation: str,
           target_macs: float | None, target_params: float | None, resize_io: tuple[str, ...],
           output: Path | None, criterion: str, round_to: int,
-          exclude: tuple[str, ...], seed: int, bench: bool, input_shapes: tuple[str, ...],
+          exclude: tuple[str, ...], seed: int, compensate: str, bench: bool,
+          input_shapes: tuple[str, ...],
           data: Path | None, samples: int | None, threads: int | None, runs: int | None,
           warmup: int, providers: str, oracle: bool, calib_samples: int, force: bool,
           debug: bool) -> None:
@@ -188,21 +196,24 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
     for flag, value in (("--target-macs", target_macs), ("--target-params", target_params)):
         if value is not None and not 0 < value <= 1:
             raise UsageError(f"{flag} must be in (0, 1], got {value}")
+    methods = parse_compensate(compensate)
     check_output(output, model, force, reports=prune_report_paths(output))
     settings = _settings(runs, warmup, threads, providers)
     console = terminal_console()
     with progress_bar() as progress:
         with step(progress, "checking the input model"):
             inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
-        calibration = _calibration(model, criterion, input_shapes, data, calib_samples, seed)
+        calibration = _calibration(model, criterion, compensate, input_shapes, data,
+                                   calib_samples, seed)
         with step(progress, "pruning"):
             result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
                                       exclude=exclude, seed=seed, debug=debug, heads=heads,
                                       mlp=mlp, resize_io=resize_io,
                                       input_shapes=parse_input_shapes(input_shapes),
                                       allocation=allocation, target_macs=target_macs,
-                                      target_params=target_params, calibration=calibration)
-        check.masks = result.masks if oracle else None
+                                      target_params=target_params, calibration=calibration,
+                                      compensate=methods)
+        check.masks = result.masks if oracle and not result.compensation else None
         check.io = result.io
         with step(progress, "checking and writing the model"):
             reference = keep_original(model, output) if bench else model  # --force in place
@@ -222,6 +233,7 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
                                         "criterion": criterion,
                                         "round_to": round_to, "exclude": list(exclude),
                                         "seed": seed,
+                                        "compensate": list(methods),
                                         "calibration": calibration and {
                                             "origin": calibration.origin,
                                             "batches": len(calibration.batches)}},
@@ -285,8 +297,9 @@ def bench_command(models: tuple[Path, ...], input_shapes: tuple[str, ...], data:
 @_options(_INPUT_OPTIONS, _BENCH_OPTIONS)
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
 def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models: bool,
-                  criterion: str, round_to: int, exclude: tuple[str, ...], seed: int, bench: bool,
-                  input_shapes: tuple[str, ...], data: Path | None, samples: int | None,
+                  criterion: str, round_to: int, exclude: tuple[str, ...], seed: int,
+                  compensate: str, bench: bool, input_shapes: tuple[str, ...],
+                  data: Path | None, samples: int | None,
                   threads: int | None, runs: int | None, warmup: int, providers: str,
                   debug: bool) -> None:
     """Prune MODEL at several ratios; plot MACs, latency and fidelity against the ratio."""
@@ -299,13 +312,17 @@ def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models
     check_folder(out_dir)
     kept = [sweep_model_path(out_dir, model.stem, r) for r in ratio_list] if keep_models else []
     check_destinations(model, [*sweep_report_paths(out_dir, model), *kept])
+    methods = parse_compensate(compensate)
     inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
+    calibration = _calibration(model, criterion, compensate, input_shapes, data,
+                               DEFAULT_CALIB_SAMPLES, seed)
     with progress_bar() as progress:
         report = sweep(model, ratio_list, out_dir, inputs if bench else None, settings,
                        keep_models=keep_models, check=check, progress=progress,
                        prune_options={"criterion": criterion, "round_to": round_to,
                                       "exclude": list(exclude), "seed": seed,
-                                      "input_shapes": parse_input_shapes(input_shapes)})
+                                      "input_shapes": parse_input_shapes(input_shapes),
+                                      "calibration": calibration, "compensate": methods})
         with step(progress, "writing the reports"):
             paths = write_sweep_reports(report, out_dir, model)
     console = terminal_console()

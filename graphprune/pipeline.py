@@ -15,6 +15,8 @@ from graphprune.allocation.target import target_nothing_pruned, target_warning
 from graphprune.analysis import ChannelAnalysis, PrunePlan, analyze_channels
 from graphprune.analysis.summary import PruneWarning, prune_warnings
 from graphprune.calibration import DEFAULT_CALIB_SAMPLES, CalibrationProvider
+from graphprune.compensation import CompensationContext, original_proto, parse_compensate
+from graphprune.compensation import compensate as run_compensation
 from graphprune.errors import UsageError
 from graphprune.importance import SCORERS, ScoringContext, score
 from graphprune.passes import (
@@ -48,6 +50,8 @@ class PruneResult:
         io: For every graph input or output that changed shape (``resize_io``), ``(axis, kept
             indices)`` by name: feed the pruned model inputs sliced to these indices.
         resized_io: The same, for people: name, axes, declared shape before and after.
+        compensation: One report per compensation pass run (name, seconds, what it changed);
+            empty when none ran. A compensated model no longer equals the masked original.
     """
 
     model: ir.Model
@@ -59,6 +63,7 @@ class PruneResult:
     warnings: tuple[PruneWarning, ...] = ()
     io: Masks = dataclasses.field(default_factory=dict)
     resized_io: list[dict] = dataclasses.field(default_factory=list)
+    compensation: list[dict] = dataclasses.field(default_factory=list)
 
 
 def _as_model(model: ir.Model | str | os.PathLike) -> ir.Model:
@@ -72,10 +77,9 @@ def analyze(model: ir.Model | str | os.PathLike, exclude: Sequence[str] = (),
 
 
 def _select(analysis: ChannelAnalysis, criterion: str, seed: int, allocation: str,
-            costs: CostModel, budget: Budget, calibration=None, input_shapes=None) -> np.ndarray:
+            costs: CostModel, budget: Budget, provider: CalibrationProvider) -> np.ndarray:
     if criterion not in SCORERS:
         raise UsageError(f"unknown criterion '{criterion}' (choose from {', '.join(SCORERS)})")
-    provider = _provider(analysis.model, calibration, input_shapes, seed)
     scores = score(criterion, ScoringContext(analysis, analysis.model, provider, seed))
     name = "target" if budget.target is not None else allocation
     return ALLOCATORS[name](analysis, scores, costs, budget)
@@ -131,6 +135,7 @@ def prune(
     target_macs: float | None = None,
     target_params: float | None = None,
     calibration=None,
+    compensate: str | Sequence[str] | None = None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
@@ -159,7 +164,11 @@ def prune(
         target_params: The same for parameters (excludes ``target_macs``).
         calibration: What data-driven criteria run the model on: an ``Inputs``
             (:func:`graphprune.inputs.load_inputs`), a sequence of feeds, or a ``--data`` path;
-            default: 16 valid random batches (not real calibration data).
+            default: 16 valid random batches (not real calibration data). Compensation
+            reads the same batches.
+        compensate: ``"none"`` (default), a method or a comma-separated list of methods from
+            :data:`graphprune.compensation.COMPENSATIONS`, run on the pruned model after the
+            rewrite; their reports are ``PruneResult.compensation``.
     """
     ratios = {"heads": ratio if heads is None else heads,
               "channels": ratio if mlp is None else mlp}
@@ -169,14 +178,15 @@ def prune(
     if round_to < 1:
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
     budget = _budget(ratios, round_to, allocation, target_macs, target_params)
+    methods = parse_compensate(compensate)
     model = _as_model(model)
     analysis = analyze_channels(model, exclude, resize_io)
     cost_model = CostModel(model, input_shapes)
     before = cost_model.costs()
     selected = removed is not None
+    provider = _provider(model, calibration, input_shapes, seed)
     if removed is None:
-        removed = _select(analysis, criterion, seed, allocation, cost_model, budget,
-                          calibration, input_shapes)
+        removed = _select(analysis, criterion, seed, allocation, cost_model, budget, provider)
     warnings = tuple(prune_warnings(analysis, len(removed), ratio=max(ratios.values()),
                                     round_to=round_to, exclude=exclude, selected=selected))
     if budget.target is not None and not selected:  # the ratio was not used: say what was
@@ -207,12 +217,18 @@ def prune(
         passes.append(StrictCheckPass())  # mid-sequence states are not meant to be consistent
     declared = {v.name: [d if isinstance(d, int) else str(d) for d in (v.shape or ())]
                 for v in (*model.graph.inputs, *model.graph.outputs)}
+    original = original_proto(model) if methods else None  # before the rewrite
     ir.passes.Sequential(*passes)(model)
+    compensation = []
+    if methods:
+        context = CompensationContext(*original, model, analysis, plan, provider.batches, io,
+                                      provider.origin)
+        compensation = run_compensation(context, methods)
     after = count_costs(model, resized_shapes(input_shapes, io))
     missed = None if selected else target_warning(budget, before, after)
     warnings += (missed,) if missed is not None else ()
     return PruneResult(model, analysis, groups, before, after, masks, warnings, io,
-                       changed_shapes(io, declared))
+                       changed_shapes(io, declared), compensation)
 
 
 def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:

@@ -1,0 +1,91 @@
+"""The compensation interface: parsing ``--compensate``, the context passes read, the CLI flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+import graphprune
+from graphprune import compensation
+from graphprune.cli import main
+from graphprune.compensation import COMPENSATIONS, parse_compensate
+from graphprune.errors import UsageError
+from tests.oracle import assert_mask_equivalent, feeds_for, prune_proto
+from tests.test_analysis import HEADER, model
+
+
+def chain() -> onnx.ModelProto:
+    """``Conv -> Relu -> Conv``: the first conv's output channels are one group."""
+    return model(f"""{HEADER}
+g (float[N,3,H,W] x) => (float[N,4,H,W] y) {{
+  a = Conv (x, w1, b1)
+  r = Relu (a)
+  y = Conv (r, w2, b2)
+}}""", w1=(8, 3, 1, 1), b1=(8,), w2=(4, 8, 1, 1), b2=(4,))
+
+
+def batches(count: int = 2) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [{"x": rng.standard_normal((2, 3, 5, 6)).astype(np.float32)} for _ in range(count)]
+
+
+class _Recorder(ir.passes.InPlacePass):
+    """A test method: records what the context gives, changes nothing."""
+
+    seen: list = []
+
+    def __init__(self, context) -> None:
+        super().__init__()
+        self.context = context
+        self.report = {"layers": 0}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        plan, graph = self.context.plan, model.graph
+        a = next(n for n in graph if n.op_type == "Conv").outputs[0]  # the pruned activation
+        pairs = list(self.context.paired([a.name], [a.name]))
+        type(self).seen.append((plan.kept(a, 1), pairs))
+        return ir.passes.PassResult(model, False)
+
+
+def test_parse_compensate():
+    assert parse_compensate(None) == ()
+    assert parse_compensate("none") == ()
+    with pytest.raises(UsageError, match="unknown compensation 'magic'"):
+        parse_compensate("magic")
+    with pytest.raises(UsageError, match="none excludes"):
+        parse_compensate(["none", next(iter(COMPENSATIONS), "none")])
+
+
+def test_none_still_passes_the_oracle():
+    proto = chain()
+    result = prune_proto(proto, ratio=0.5, round_to=1, compensate="none")
+    assert result.compensation == []
+    assert assert_mask_equivalent(proto, result, feeds_for(proto)) < 1e-5
+
+
+def test_context_pairs_original_and_pruned_values(monkeypatch):
+    monkeypatch.setitem(COMPENSATIONS, "bias", _Recorder)
+    _Recorder.seen = []
+    result = graphprune.prune(ir.from_proto(chain()), 0.5, round_to=1, compensate="bias",
+                              calibration=batches())
+    assert [r["name"] for r in result.compensation] == ["bias"]
+    kept, pairs = _Recorder.seen[0]
+    assert len(kept) == 4 and len(pairs) == 2
+    for original, pruned in pairs:  # the pruned value is the original's kept channels
+        name = next(iter(original))
+        np.testing.assert_allclose(pruned[name], original[name][:, kept], rtol=1e-5, atol=1e-6)
+
+
+def test_cli_refuses_unknown_method(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    onnx.save(chain(), path)
+    assert main([str(path), "--compensate", "magic", "--no-bench"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown compensation 'magic'" in err and "Traceback" not in err
+    assert not (tmp_path / "m.pruned.onnx").exists()
+
+
+def test_registry_names_are_in_order():
+    assert set(COMPENSATIONS) <= set(compensation.ORDER)
