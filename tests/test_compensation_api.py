@@ -89,3 +89,23 @@ def test_cli_refuses_unknown_method(tmp_path, capsys):
 
 def test_registry_names_are_in_order():
     assert set(COMPENSATIONS) <= set(compensation.ORDER)
+
+
+def test_linear_layers_are_described_by_their_rules():
+    from graphprune.ops import lookup
+    from graphprune.ops.base import Linear
+
+    proto = model(f"""{HEADER}
+g (float[N,3,H,W] x) => (float[N,5] y) {{
+  a = Conv <group = 1> (x, w1)
+  p = GlobalAveragePool (a)
+  f = Flatten (p)
+  m = MatMul (f, w2)
+  y = Gemm <transB = 1> (m, w3, b3)
+}}""", w1=(8, 3, 3, 3), w2=(8, 6), w3=(5, 6), b3=(5,))
+    graph = ir.from_proto(proto).graph
+    found = {n.op_type: lookup(n).linear(n) for n in graph if lookup(n) is not None}
+    assert found["Conv"] == Linear(0, 1, 1, 0, 2)
+    assert found["MatMul"] == Linear(0, 1, 0, 1, None, x_axis=-1, y_axis=-1)
+    assert found["Gemm"] == Linear(0, 1, 1, 0, 2)
+    assert found["Relu" if "Relu" in found else "Flatten"] is None

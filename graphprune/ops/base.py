@@ -273,6 +273,35 @@ def broadcast_couplings(node: ir.Node, inputs: Sequence[ir.Value]) -> list[Coupl
 # --- rules -------------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    """How a node computes ``Y = W * X + b`` channel-wise, for passes that edit the weights.
+
+    Compensation reads this to rescale or refit a layer without knowing op names. Indices are
+    input positions of the node; axes are axes of the weight ``W`` or of ``X``/``Y``.
+
+    Attributes:
+        data: Input index of ``X``.
+        weight: Input index of the constant weight ``W``.
+        in_axis: Axis of ``W`` contracted with ``X``'s channels (per group when grouped).
+        out_axis: Axis of ``W`` along ``Y``'s channels.
+        bias: Input index of the per-output-channel bias, present or not (None: the op has no
+            bias input; a pass adds an ``Add`` after it instead).
+        x_axis: Channel axis of ``X``.
+        y_axis: Channel axis of ``Y``.
+        groups: Channel groups (1: dense; ``W``'s ``in_axis`` then holds ``Ci / groups``).
+    """
+
+    data: int
+    weight: int
+    in_axis: int
+    out_axis: int
+    bias: int | None
+    x_axis: int = 1
+    y_axis: int = 1
+    groups: int = 1
+
+
 class Rule:
     """Channel knowledge of one op family.
 
@@ -298,6 +327,11 @@ class Rule:
         """Fills output dims that ONNX shape inference left unknown; True when it changed any."""
         del node
         return False
+
+    def linear(self, node: ir.Node) -> Linear | None:
+        """``node`` as a linear layer over a constant weight (None: it is not one)."""
+        del node
+        return None
 
     def macs(self, node: ir.Node, dims: Dims) -> int:
         """Multiply-accumulates ``node`` computes at the concrete shapes ``dims`` gives (default 0).

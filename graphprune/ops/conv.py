@@ -23,6 +23,7 @@ from graphprune.analysis.blocked import Blocked, BlockReason
 from graphprune.ops.base import (
     Coupling,
     Dims,
+    Linear,
     PlanView,
     Rule,
     attr,
@@ -94,6 +95,17 @@ class ConvRule(Rule):
                 return self.blocked(node, BlockReason.UNSUPPORTED_ATTRIBUTE, detail)
             found.append(identity((param, 0), (y, 1)))
         return found
+
+    def linear(self, node: ir.Node) -> Linear | None:
+        """Conv and ConvTranspose over a constant weight (not their integer/quantized kin)."""
+        if type(self) not in (ConvRule, ConvTransposeRule):
+            return None
+        w = node.inputs[self.weight_index]
+        if w is None or w.const_value is None:
+            return None
+        out_axis = self.full_axis if self.full_is_output else 1 - self.full_axis
+        return Linear(self.data_index, self.weight_index, 1 - out_axis, out_axis,
+                      self.bias_index, groups=attr(node, "group", 1))
 
     def macs(self, node: ir.Node, dims: Dims) -> int:
         """``|Y| * (Ci/g) * prod(k)`` for Conv, ``|X| * (Co/g) * prod(k)`` for ConvTranspose.

@@ -16,6 +16,7 @@ from graphprune.analysis.blocked import Blocked, BlockReason
 from graphprune.ops.base import (
     Coupling,
     Dims,
+    Linear,
     Rule,
     attr,
     broadcast_couplings,
@@ -54,6 +55,15 @@ class GemmRule(Rule):
             found.extend(bias)
         return found
 
+    def linear(self, node: ir.Node) -> Linear | None:
+        """Gemm over a constant ``B`` with ``transA = 0`` (``Y`` channels on axis 1)."""
+        b = node.inputs[self.b_index]
+        if type(self) is not GemmRule or b is None or b.const_value is None \
+                or attr(node, "transA", 0):
+            return None
+        b_k, b_n = (1, 0) if attr(node, "transB", 0) else (0, 1)
+        return Linear(self.a_index, self.b_index, b_k, b_n, self.c_index)
+
     def macs(self, node: ir.Node, dims: Dims) -> int:
         """``M * N * K``: the output's elements times the contracted length."""
         a, y = dims(node.inputs[self.a_index]), dims(node.outputs[0])
@@ -90,6 +100,15 @@ class MatMulRule(Rule):
                 if not (shape[axis] == 1 and sy[axis + shift] != 1):
                     found.append(identity((value, axis), (y, axis + shift)))
         return found
+
+    def linear(self, node: ir.Node) -> Linear | None:
+        """MatMul of an activation by a constant 2-D ``B`` (channels on the last axis)."""
+        b = node.inputs[self.b_index]
+        if type(self) is not MatMulRule or b is None or b.const_value is None \
+                or len(b.const_value.shape) != 2 or node.inputs[self.a_index].const_value \
+                is not None:
+            return None
+        return Linear(self.a_index, self.b_index, 0, 1, None, x_axis=-1, y_axis=-1)
 
     def macs(self, node: ir.Node, dims: Dims) -> int:
         """``batch * M * N * K`` from the operands alone (a 1-D A has no M, a 1-D B no N).
