@@ -109,3 +109,55 @@ g (float[N,3,H,W] x) => (float[N,5] y) {{
     assert found["MatMul"] == Linear(0, 1, 0, 1, None, x_axis=-1, y_axis=-1)
     assert found["Gemm"] == Linear(0, 1, 1, 0, 2)
     assert found["Relu" if "Relu" in found else "Flatten"] is None
+
+
+def _run(ir_model: ir.Model, feed: dict) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    proto = ir.to_proto(ir_model)
+    onnx.checker.check_model(proto, full_check=True)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_layer_bias_and_weight_edits_compute_the_affine_change(with_bias):
+    """Scaling W's output channels by s and setting b' = s b + t gives s * y + t."""
+    from graphprune.compensation.layers import linear_layers
+
+    inputs = "(x, w1, b1)" if with_bias else "(x, w1)"
+    proto = model(f"""{HEADER}
+g (float[N,3,H,W] x) => (float[N,4,H,W] y, float[N,5] z) {{
+  a = Conv {inputs}
+  y = Relu (a)
+  p = GlobalAveragePool (a)
+  f = Flatten (p)
+  z = MatMul (f, w2)
+}}""", w1=(4, 3, 1, 1), w2=(4, 5), **({"b1": (4,)} if with_bias else {}))
+    feed = {"x": np.random.default_rng(0).standard_normal((2, 3, 5, 6)).astype(np.float32)}
+    before = _run(ir.from_proto(proto), feed)
+    edited = ir.from_proto(proto)
+    conv, matmul = linear_layers(edited)
+    s, t = np.array([1.0, 2.0, 0.5, 3.0]), np.array([0.1, -0.2, 0.3, 0.0])
+    conv.set_weight(conv.weight() * s.reshape(4, 1, 1, 1).astype(np.float32))
+    conv.set_bias(conv.bias() * s + t)
+    matmul.set_bias(np.arange(5.0))  # MatMul has no bias input: an Add after it
+    matmul.set_bias(np.arange(5.0) * 2)  # edits the same Add
+    after = _run(edited, feed)
+    np.testing.assert_allclose(after[1] - np.arange(5.0) * 2, _pooled_affine(
+        proto, feed, s, t), rtol=1e-4, atol=1e-4)
+    assert before[1].shape == after[1].shape
+    assert [o.name for o in edited.graph.outputs] == ["y", "z"]
+    assert sum(n.op_type == "Add" for n in edited.graph) == 1
+
+
+def _pooled_affine(proto, feed, s, t):
+    """``MatMul(Flatten(GAP(s * a + t)), w2)`` computed in numpy from the original weights."""
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    w1, w2 = inits["w1"], inits["w2"]
+    b1 = inits.get("b1", np.zeros(4, np.float32))
+    a = np.einsum("oc,nchw->nohw", w1[:, :, 0, 0], feed["x"]) + b1.reshape(1, 4, 1, 1)
+    a = a * s.reshape(1, 4, 1, 1) + t.reshape(1, 4, 1, 1)
+    return a.mean(axis=(2, 3)) @ w2
