@@ -1,0 +1,144 @@
+"""Data-free second-order score (OBS-style, in the spirit of OBSPA): the consumer's output error.
+
+For a consumer ``Y = W X`` (input channel ``i`` of ``X`` read by the weight slice ``W_i``: a
+Conv's ``W[:, i, ...]``, a MatMul ``B``'s row ``i``), the layer-wise Optimal Brain Surgeon error
+of removing input channel ``i`` and optimally re-fitting the other columns is
+
+    err_i = ||W_i||^2 / [H^-1]_ii,    H = E[x x^T] over the consumer's input channels,
+
+the single-block case of ``w_B^T (H^-1_BB)^-1 w_B`` with the kernel positions of a channel as one
+block (positions taken as independent with the same channel covariance: ``H ⊗ I``). OBSPA
+(Structurally Prune Anything, 2024) builds ``H`` from calibration activations; here ``H`` comes
+from the weights alone, so no data is needed:
+
+- ``X``'s channels are made by producer filters ``F`` (``[channels, fan-in]``, see
+  :mod:`graphprune.importance.producers`; several producers of one class, as in a residual sum,
+  add up). On a white unit input ``z``, ``x = F z`` has ``E[x x^T] = F F^T``: channels whose
+  filters are near-copies are strongly correlated, so removing one costs little once the other
+  takes over its weight (OBS's compensation), which magnitude cannot see.
+- Ops between producer and consumer that keep channels (BatchNorm, activations, depthwise
+  convs) are taken as identity; biases and the activation's clipping are not modelled.
+- Channels no dense producer explains (a graph input, a grouped conv's filters) get an
+  uncorrelated diagonal (the mean of the known diagonal, or 1): the score is then the squared
+  norm of the weight slice, as OBS with ``H = I``.
+- ``H`` is damped by ``0.01 * diag(H)`` (relative to each channel, so a channel whose filters are
+  all zero keeps an error of 0; OBC and SparseGPT damp by a share of the mean diagonal), plus
+  ``1e-9 * mean(diag H)`` to keep it invertible; above :data:`MAX_CHANNELS` input channels only
+  the diagonal is kept (OBD).
+
+A class scores the sum of ``err_i`` over every consumer pair it feeds; consumer pairs without an
+element-wise match (a flatten into a classifier) contribute ``||W_class||^2``, and groups with
+no consumer pair keep their squared L2 magnitude. The score is the error *after* compensation,
+so it ranks best with a least-squares refit of the consumers. Scaling a consumer's or a
+producer's weights scales every score of that consumer by the same factor (the per-group
+z-scores do not change).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphprune.analysis import ChannelAnalysis
+from graphprune.importance.consumers import ConsumerPair, consumer_pairs, pair_scores
+from graphprune.importance.context import ScoringContext
+from graphprune.importance.magnitude import axis_sums, l2_importance
+from graphprune.importance.producers import ProducerPair, filters, producer_pairs
+
+MAX_CHANNELS = 4096  # a dense C x C inverse per consumer above this would be slow: diagonal only
+DAMPING = 0.01  # share of each channel's own second moment added to the diagonal
+FLOOR = 1e-9  # share of the mean diagonal added to every channel (invertibility)
+
+
+class _Grams:
+    """``F F^T`` of every producer pair (its diagonal alone for grouped filters), computed once."""
+
+    def __init__(self, pairs: list[ProducerPair]) -> None:
+        self.pairs = pairs
+        self._cache: dict[int, np.ndarray | None] = {}
+
+    def __call__(self, pair: ProducerPair) -> np.ndarray | None:
+        key = id(pair)
+        if key not in self._cache:
+            rows = filters(pair)
+            if rows is None:
+                self._cache[key] = None
+            elif pair.dense and len(rows) <= MAX_CHANNELS:
+                self._cache[key] = rows @ rows.T
+            else:
+                self._cache[key] = np.diag(np.einsum("ij,ij->i", rows, rows))
+        return self._cache[key]
+
+
+def input_moments(analysis: ChannelAnalysis, pair: ConsumerPair, grams: _Grams) -> np.ndarray:
+    """The data-free ``E[x x^T]`` proxy over the consumer's input channels (undamped)."""
+    labels = analysis.axis_labels(pair.activation)
+    size = len(labels)
+    position = {int(label): i for i, label in enumerate(labels)}
+    moments = np.zeros((size, size))
+    known = np.zeros(size, dtype=bool)
+    for producer in grams.pairs:
+        index = [position.get(int(x), -1) for x in analysis.axis_labels(producer.output)]
+        if min(index, default=-1) < 0:
+            continue  # not all of this producer's channels reach the consumer
+        gram = grams(producer)
+        if gram is None:
+            continue
+        moments[np.ix_(index, index)] += gram
+        known[index] = True
+    diagonal = moments.diagonal()
+    fill = float(diagonal[known].mean()) if known.any() else 1.0
+    fill = fill if fill > 0 else 1.0
+    moments[~known, ~known] = fill
+    return moments
+
+
+def obs_errors(weight_sq: np.ndarray, moments: np.ndarray) -> np.ndarray:
+    """``weight_sq[i] / [H^-1]_ii`` with ``H = moments + damping``, per input channel."""
+    scale = float(moments.diagonal().mean())
+    if not np.isfinite(scale) or scale <= 0:
+        return weight_sq.copy()
+    damped = moments + np.diag(DAMPING * moments.diagonal() + FLOOR * scale)
+    if len(moments) > MAX_CHANNELS:
+        return weight_sq * damped.diagonal()
+    inverse = np.linalg.inv(damped).diagonal()
+    return weight_sq / np.maximum(inverse, np.finfo(np.float64).tiny)
+
+
+def _weight_sq(pairs: list[ConsumerPair]) -> dict[int, np.ndarray]:
+    by_value: dict[int, list[ConsumerPair]] = {}
+    for pair in pairs:
+        by_value.setdefault(id(pair.weight.value), []).append(pair)
+    sums = {}
+    for group in by_value.values():
+        per_axis = axis_sums(group[0].weight.value, {p.weight.axis for p in group}, 2)
+        for pair in group:
+            sums[id(pair.weight)] = per_axis[pair.weight.axis]
+    return sums
+
+
+def obspa_score(context: ScoringContext) -> np.ndarray:
+    """Per-class OBS error of removing the class (indexed by class label; raw, not standardized).
+
+    Reads weights only: ``context.provider`` may be None.
+    """
+    analysis = context.analysis
+    pairs = consumer_pairs(analysis)
+    grams = _Grams(producer_pairs(analysis))
+    sums = _weight_sq(pairs)
+    scores = np.zeros(analysis.table.num_elements, dtype=np.float64)
+    covered = np.zeros(analysis.table.num_elements, dtype=bool)
+    for pair in pairs:
+        weight_sq = sums[id(pair.weight)]
+        covered[analysis.axis_labels(pair.weight)] = True
+        if pair.positional:
+            errors = obs_errors(weight_sq, input_moments(analysis, pair, grams))
+            np.add.at(scores, analysis.axis_labels(pair.weight), errors)
+        else:
+            ones = np.ones(pair.activation.size)
+            scores += pair_scores(analysis, pair, weight_sq, ones)
+    bare = [g for g in analysis.groups if not covered[g.classes].any()]
+    if bare:
+        magnitude = l2_importance(analysis)
+        for group in bare:
+            scores[group.classes] = magnitude[group.classes]
+    return scores
