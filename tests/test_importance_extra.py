@@ -174,7 +174,24 @@ def test_obspa_scores_do_not_change_with_weight_scale():
     np.testing.assert_allclose(moved, base[permutation], atol=1e-6)
 
 
-def test_obspa_sums_over_every_producer_of_a_class():
+def test_obspa_uses_h_identity_across_per_channel_parameters():
+    """A per-channel scale between the filters and the consumer: OBS with ``H = I``."""
+    w1, b1, w2 = weights()
+    w1[4] = w1[2]  # redundant filters, but the scale in between hides it
+    proto = model(f"""{HEADER}
+g (float[N,3,H,W] x) => (float[N,4,Ho,Wo] y) {{
+  conv1 = Conv <pads=[1,1,1,1]> (x, w1, b1)
+  r = Relu (conv1)
+  m = Mul (r, s)
+  y = Conv <pads=[1,1,1,1]> (m, w2)
+}}""", w1=w1.astype(np.float32), b1=b1.astype(np.float32), w2=w2.astype(np.float32),
+        s=np.linspace(0.5, 2, 8).astype(np.float32).reshape(1, 8, 1, 1))
+    raw = scores_of(proto, "obspa", raw=True)
+    column = (w2.astype(np.float32).astype(np.float64) ** 2).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(raw / column, np.full(8, raw[0] / column[0]), rtol=1e-6)
+
+
+def test_obspa_scores_every_class_of_a_residual_group():
     """residual3: one group made by three convs; each of its channels gets one score."""
     analysis = graphprune.analyze(ir.from_proto(residual3()))
     raw = SCORERS["obspa"](ScoringContext(analysis, analysis.model))

@@ -11,16 +11,17 @@ block (positions taken as independent with the same channel covariance: ``H ⊗ 
 (Structurally Prune Anything, 2024) builds ``H`` from calibration activations; here ``H`` comes
 from the weights alone, so no data is needed:
 
-- ``X``'s channels are made by producer filters ``F`` (``[channels, fan-in]``, see
-  :mod:`graphprune.importance.producers`; several producers of one class, as in a residual sum,
-  add up). On a white unit input ``z``, ``x = F z`` has ``E[x x^T] = F F^T``: channels whose
-  filters are near-copies are strongly correlated, so removing one costs little once the other
-  takes over its weight (OBS's compensation), which magnitude cannot see.
-- Ops between producer and consumer that keep channels (BatchNorm, activations, depthwise
-  convs) are taken as identity; biases and the activation's clipping are not modelled.
-- Channels no dense producer explains (a graph input, a grouped conv's filters) get an
-  uncorrelated diagonal (the mean of the known diagonal, or 1): the score is then the squared
-  norm of the weight slice, as OBS with ``H = I``.
+- Where ``X`` is a producer's output ``F z`` (filters ``F`` as ``[channels, fan-in]``, see
+  :mod:`graphprune.importance.producers`), possibly through parameter-free one-input ops
+  (activations, scalar clips), a white unit input ``z`` gives ``E[x x^T] = F F^T``: channels
+  whose filters are near-copies are strongly correlated, so removing one costs little once the
+  other takes over its weight (OBS's compensation), which magnitude cannot see. Biases and the
+  activation's clipping are not modelled.
+- Anywhere else (a graph input, a grouped conv's filters, per-channel parameters or a join of
+  several values in between: a depthwise conv, a BatchNorm, a residual sum, a gate) the
+  channels get an uncorrelated diagonal (the mean of the known diagonal, or 1): the score is
+  then the squared norm of the weight slice, OBS with ``H = I``. Using ``F F^T`` across a
+  depthwise conv or a gate measured worse than ``H = I`` on the PP-OCRv4 detector.
 - ``H`` is damped by ``0.01 * diag(H)`` (relative to each channel, so a channel whose filters are
   all zero keeps an error of 0; OBC and SparseGPT damp by a share of the mean diagonal), plus
   ``1e-9 * mean(diag H)`` to keep it invertible; above :data:`MAX_CHANNELS` input channels only
@@ -37,12 +38,14 @@ z-scores do not change).
 from __future__ import annotations
 
 import numpy as np
+import onnx_ir as ir
 
 from graphprune.analysis import ChannelAnalysis
 from graphprune.importance.consumers import ConsumerPair, consumer_pairs, pair_scores
 from graphprune.importance.context import ScoringContext
 from graphprune.importance.magnitude import axis_sums, l2_importance
 from graphprune.importance.producers import ProducerPair, filters, producer_pairs
+from graphprune.ops.base import is_constant, static_shape
 
 MAX_CHANNELS = 4096  # a dense C x C inverse per consumer above this would be slow: diagonal only
 DAMPING = 0.01  # share of each channel's own second moment added to the diagonal
@@ -69,6 +72,31 @@ class _Grams:
         return self._cache[key]
 
 
+def _unchanged_from(value: ir.Value) -> set[int]:
+    """Values (ids) that ``value`` is computed from by parameter-free, one-input ops.
+
+    Walks back while the producing node has one non-constant input and no constant input with
+    more than one element (an activation, a clip with scalar bounds, a scalar scale): such ops
+    keep which channels move together. It stops at per-channel parameters (a depthwise conv, a
+    BatchNorm, a per-channel scale, an added bias) and at nodes joining several values (a
+    residual sum, a gate), whose effect on the channels' moments the weights alone do not tell.
+    """
+    reached = {id(value)}
+    while (node := value.producer()) is not None:
+        live = [v for v in node.inputs if v is not None and not is_constant(v)]
+        constants = [v for v in node.inputs if v is not None and is_constant(v)]
+        if len(live) != 1 or any(_elements(v) != 1 for v in constants):
+            break
+        value = live[0]
+        reached.add(id(value))
+    return reached
+
+
+def _elements(value: ir.Value) -> int | None:
+    shape = static_shape(value)
+    return None if shape is None or None in shape else int(np.prod(shape, dtype=np.int64))
+
+
 def input_moments(analysis: ChannelAnalysis, pair: ConsumerPair, grams: _Grams) -> np.ndarray:
     """The data-free ``E[x x^T]`` proxy over the consumer's input channels (undamped)."""
     labels = analysis.axis_labels(pair.activation)
@@ -76,12 +104,13 @@ def input_moments(analysis: ChannelAnalysis, pair: ConsumerPair, grams: _Grams) 
     position = {int(label): i for i, label in enumerate(labels)}
     moments = np.zeros((size, size))
     known = np.zeros(size, dtype=bool)
+    reached = _unchanged_from(pair.activation.value)
     for producer in grams.pairs:
+        if id(producer.output.value) not in reached:
+            continue
         index = [position.get(int(x), -1) for x in analysis.axis_labels(producer.output)]
-        if min(index, default=-1) < 0:
-            continue  # not all of this producer's channels reach the consumer
         gram = grams(producer)
-        if gram is None:
+        if gram is None or min(index, default=-1) < 0:
             continue
         moments[np.ix_(index, index)] += gram
         known[index] = True
