@@ -82,8 +82,25 @@ def test_output_score_equals_its_formula():
     provider = CalibrationProvider(ir.from_proto(proto), batches)
     r = np.concatenate([v["r"] for v in provider.stream(["r"])])
     x = np.concatenate([b["x"] for b in batches]).astype(np.float64)
-    expected = np.abs(w1).sum(axis=(1, 2, 3)) * r.std(axis=(0, 2, 3)) / x.std()
+    rms = np.sqrt((r.astype(np.float64) ** 2).mean(axis=(0, 2, 3)))
+    expected = rms / np.sqrt((x ** 2).mean())
     np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_output_sums_over_producers_and_averages_over_consumers():
+    """residual3: one class made by three convs (inputs x, r1, r2), read as r1, r2 and e."""
+    proto = residual3()
+    batches = feeds()
+    got = scores_of(proto, "output", batches, raw=True)
+    provider = CalibrationProvider(ir.from_proto(proto), batches)
+    values = {n: [] for n in ("x", "r1", "r2", "e")}
+    for found in provider.stream(list(values)):
+        for name, array in found.items():
+            values[name].append(array.astype(np.float64))
+    square = {n: np.concatenate(v) ** 2 for n, v in values.items()}
+    rms_out = np.sqrt(np.mean([square[n].mean(axis=(0, 2, 3)) for n in ("r1", "r2", "e")], 0))
+    gains = sum(1 / np.sqrt(square[n].mean()) for n in ("x", "r1", "r2"))
+    np.testing.assert_allclose(got, rms_out * gains, rtol=1e-4)
 
 
 def test_output_ranks_dead_and_zero_filters_last():
@@ -91,6 +108,7 @@ def test_output_ranks_dead_and_zero_filters_last():
     w1[2] *= 3.0
     b1[2] = -100.0  # the largest filter, never positive: dead after the Relu
     w1[6], b1[6] = 0.0, 0.0
+    w2[:, [2, 6]] *= 5.0  # read with the largest weights
     proto = chain(w1, b1, w2)
     output = scores_of(proto, "output", feeds(), raw=True)
     assert output[2] == output[6] == 0.0 and (np.delete(output, [2, 6]) > 0).all()
