@@ -12,7 +12,7 @@ from graphprune.calibration import CalibrationProvider
 from graphprune.cli import main
 from graphprune.errors import UsageError
 from graphprune.importance import NEEDS_CALIBRATION, SCORERS, ScoringContext, score
-from graphprune.importance.obspa import DAMPING, FLOOR, obs_errors
+from graphprune.importance.obspa import DAMPING, FLOOR, Moments, consumer_errors, obs_errors
 from graphprune.importance.producers import producer_pairs
 from graphprune.inputs import load_inputs
 from tests.oracle import assert_mask_equivalent, feeds_for, prune_proto
@@ -158,6 +158,19 @@ def test_obs_errors_equal_the_constrained_least_squares_optimum():
     damped = moments + np.diag(DAMPING * moments.diagonal() + FLOOR * moments.diagonal().mean())
     np.testing.assert_allclose(obs_errors((w ** 2).sum(0), moments), brute_force_obs(w, damped),
                                rtol=1e-6)
+
+
+def test_consumer_errors_invert_only_the_correlated_block():
+    rng = np.random.default_rng(4)
+    f = rng.standard_normal((3, 2))
+    known = np.array([1, 3, 4])
+    diagonal = np.full(7, 0.7)
+    diagonal[known] = (f ** 2).sum(1)
+    dense = np.diag(diagonal)
+    dense[np.ix_(known, known)] = f @ f.T
+    weight_sq = rng.random(7)
+    np.testing.assert_allclose(consumer_errors(weight_sq, Moments(diagonal, known, f @ f.T)),
+                               obs_errors(weight_sq, dense), rtol=1e-9)
 
 
 def test_obspa_is_data_free_and_ranks_zero_channels_last():

@@ -24,7 +24,7 @@ from the weights alone, so no data is needed:
   depthwise conv or a gate measured worse than ``H = I`` on the PP-OCRv4 detector.
 - ``H`` is damped by ``0.01 * diag(H)`` (relative to each channel, so a channel whose filters are
   all zero keeps an error of 0; OBC and SparseGPT damp by a share of the mean diagonal), plus
-  ``1e-9 * mean(diag H)`` to keep it invertible; above :data:`MAX_CHANNELS` input channels only
+  ``1e-9 * mean(diag H)`` to keep it invertible; above :data:`MAX_CHANNELS` correlated channels only
   the diagonal is kept (OBD).
 
 A class scores the sum of ``err_i`` over every consumer pair it feeds; consumer pairs without an
@@ -37,6 +37,8 @@ z-scores do not change).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_ir as ir
 
@@ -47,7 +49,7 @@ from graphprune.importance.magnitude import axis_sums, l2_importance
 from graphprune.importance.producers import ProducerPair, filters, producer_pairs
 from graphprune.ops.base import is_constant, static_shape
 
-MAX_CHANNELS = 4096  # a dense C x C inverse per consumer above this would be slow: diagonal only
+MAX_CHANNELS = 4096  # a dense inverse above this many correlated channels is slow: diagonal only
 DAMPING = 0.01  # share of each channel's own second moment added to the diagonal
 FLOOR = 1e-9  # share of the mean diagonal added to every channel (invertibility)
 
@@ -97,38 +99,70 @@ def _elements(value: ir.Value) -> int | None:
     return None if shape is None or None in shape else int(np.prod(shape, dtype=np.int64))
 
 
-def input_moments(analysis: ChannelAnalysis, pair: ConsumerPair, grams: _Grams) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Moments:
+    """The ``E[x x^T]`` proxy of one consumer's input: a diagonal and one dense block.
+
+    Attributes:
+        diagonal: ``H_ii`` for every input channel.
+        known: Channels whose producer filters are known (the dense block's rows, ascending).
+        block: ``H`` over ``known`` (the other channels are uncorrelated with every channel).
+    """
+
+    diagonal: np.ndarray
+    known: np.ndarray
+    block: np.ndarray
+
+
+def input_moments(analysis: ChannelAnalysis, pair: ConsumerPair, grams: _Grams) -> Moments:
     """The data-free ``E[x x^T]`` proxy over the consumer's input channels (undamped)."""
     labels = analysis.axis_labels(pair.activation)
-    size = len(labels)
     position = {int(label): i for i, label in enumerate(labels)}
-    moments = np.zeros((size, size))
-    known = np.zeros(size, dtype=bool)
     reached = _unchanged_from(pair.activation.value)
+    found = []
     for producer in grams.pairs:
         if id(producer.output.value) not in reached:
             continue
-        index = [position.get(int(x), -1) for x in analysis.axis_labels(producer.output)]
-        gram = grams(producer)
-        if gram is None or min(index, default=-1) < 0:
-            continue
-        moments[np.ix_(index, index)] += gram
-        known[index] = True
-    diagonal = moments.diagonal()
-    fill = float(diagonal[known].mean()) if known.any() else 1.0
-    fill = fill if fill > 0 else 1.0
-    moments[~known, ~known] = fill
-    return moments
+        index = np.array([position.get(int(x), -1) for x in analysis.axis_labels(producer.output)])
+        gram = grams(producer) if len(index) and index.min() >= 0 else None
+        if gram is not None:
+            found.append((index, gram))
+    known = np.unique(np.concatenate([i for i, _ in found])) if found else np.zeros(0, np.int64)
+    where = np.searchsorted(known, np.arange(len(labels)))
+    block = np.zeros((len(known), len(known)))
+    for index, gram in found:
+        rows = where[index]
+        block[np.ix_(rows, rows)] += gram
+    diagonal = np.zeros(len(labels))
+    diagonal[known] = block.diagonal()
+    fill = float(diagonal[known].mean()) if len(known) else 1.0
+    unknown = np.ones(len(labels), dtype=bool)
+    unknown[known] = False
+    diagonal[unknown] = fill if fill > 0 else 1.0
+    return Moments(diagonal, known, block)
 
 
-def obs_errors(weight_sq: np.ndarray, moments: np.ndarray) -> np.ndarray:
-    """``weight_sq[i] / [H^-1]_ii`` with ``H = moments + damping``, per input channel."""
-    scale = float(moments.diagonal().mean())
+def consumer_errors(weight_sq: np.ndarray, moments: Moments) -> np.ndarray:
+    """:func:`obs_errors` of one consumer; only the dense block is inverted."""
+    scale = float(moments.diagonal.mean())
+    if not np.isfinite(scale) or scale <= 0:
+        return weight_sq.copy()
+    errors = weight_sq * (moments.diagonal * (1 + DAMPING) + FLOOR * scale)  # uncorrelated
+    if 0 < len(moments.known) <= MAX_CHANNELS:
+        errors[moments.known] = obs_errors(weight_sq[moments.known], moments.block, scale)
+    return errors
+
+
+def obs_errors(weight_sq: np.ndarray, moments: np.ndarray, scale: float | None = None
+               ) -> np.ndarray:
+    """``weight_sq[i] / [H^-1]_ii`` with ``H = moments + damping``, per input channel.
+
+    ``scale`` (default: the mean of ``moments``' diagonal) sets the damping floor.
+    """
+    scale = float(moments.diagonal().mean()) if scale is None else scale
     if not np.isfinite(scale) or scale <= 0:
         return weight_sq.copy()
     damped = moments + np.diag(DAMPING * moments.diagonal() + FLOOR * scale)
-    if len(moments) > MAX_CHANNELS:
-        return weight_sq * damped.diagonal()
     inverse = np.linalg.inv(damped).diagonal()
     return weight_sq / np.maximum(inverse, np.finfo(np.float64).tiny)
 
@@ -160,7 +194,7 @@ def obspa_score(context: ScoringContext) -> np.ndarray:
         weight_sq = sums[id(pair.weight)]
         covered[analysis.axis_labels(pair.weight)] = True
         if pair.positional:
-            errors = obs_errors(weight_sq, input_moments(analysis, pair, grams))
+            errors = consumer_errors(weight_sq, input_moments(analysis, pair, grams))
             np.add.at(scores, analysis.axis_labels(pair.weight), errors)
         else:
             ones = np.ones(pair.activation.size)
