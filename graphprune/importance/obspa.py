@@ -8,8 +8,9 @@ of removing input channel ``i`` and optimally re-fitting the other columns is
 
 the single-block case of ``w_B^T (H^-1_BB)^-1 w_B`` with the kernel positions of a channel as one
 block (positions taken as independent with the same channel covariance: ``H ⊗ I``). OBSPA
-(Structurally Prune Anything, 2024) builds ``H`` from calibration activations; here ``H`` comes
-from the weights alone, so no data is needed:
+(Optimal Brain SPA, in "Structurally Prune Anything", Wang et al. 2024) applies OBS to coupled
+channel groups and needs neither fine-tuning nor calibration data; its own Hessian estimate is
+not reproduced here. This ``H`` comes from the weights alone:
 
 - Where ``X`` is a producer's output ``F z`` (filters ``F`` as ``[channels, fan-in]``, see
   :mod:`graphprune.importance.producers`), possibly through parameter-free one-input ops
