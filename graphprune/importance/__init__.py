@@ -14,6 +14,8 @@ from graphprune.importance.activation import activation_score
 from graphprune.importance.context import Scorer, ScoringContext, standardize
 from graphprune.importance.fluctuation import fluctuation_score
 from graphprune.importance.magnitude import l1_importance, l1_score, l2_importance, l2_score
+from graphprune.importance.obspa import obspa_score
+from graphprune.importance.output_aware import output_score
 from graphprune.importance.random import random_importance, random_score
 
 SCORERS: dict[str, Scorer] = {
@@ -22,8 +24,10 @@ SCORERS: dict[str, Scorer] = {
     "random": random_score,
     "activation": activation_score,
     "fluctuation": fluctuation_score,
+    "output": output_score,
+    "obspa": obspa_score,
 }
-NEEDS_CALIBRATION = frozenset({"activation", "fluctuation"})
+NEEDS_CALIBRATION = frozenset({"activation", "fluctuation", "output"})
 
 
 def score(criterion: str, context: ScoringContext) -> np.ndarray:
