@@ -1,0 +1,170 @@
+"""One node alone in onnxruntime: what the per-layer latency lookup times.
+
+A :class:`Probe` is one node of a model at concrete input shapes. :class:`OrtTimer` builds a
+one-node model for it (the node's attributes, random constant weights of the probe's shapes as
+initializers, its other inputs as graph inputs fed random data), runs it on the CPU execution
+provider with one intra-op thread, and times several probes interleaved
+(:func:`graphprune.bench.latency.interleave`), so a slow spell of the machine hits them alike.
+Probes that onnxruntime cannot build or run time as NaN. The same timer measures the whole model
+side by side with its nodes run alone one after another (what the rest of the graph costs) and
+a pruned model side by side with its original.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from graphprune.bench.latency import interleave, measurement_options
+
+DEFAULT_RUNS = 5
+DEFAULT_WARMUP = 1
+Feeds = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """One node at concrete input shapes.
+
+    Attributes:
+        node: The node (of the original model; not changed).
+        shapes: Concrete shape of every input (None where the input is absent).
+        key: What makes two probes time alike: domain, op type, attributes, and every input's
+            dtype, shape and constness. Real models repeat layers: equal keys are timed once.
+    """
+
+    node: ir.Node
+    shapes: tuple[tuple[int, ...] | None, ...]
+    key: tuple = dataclasses.field(compare=False)
+
+    @classmethod
+    def of(cls, node: ir.Node, shapes: Sequence[tuple[int, ...] | None]) -> Probe:
+        attributes = onnx.helper.make_node("X", [], [])
+        attributes.attribute.extend(ir.serde.serialize_node(node).attribute)
+        inputs = tuple(None if v is None else (int(v.dtype or 0), is_constant(v), s)
+                       for v, s in zip(node.inputs, shapes, strict=True))
+        key = (node.domain, node.op_type, attributes.SerializeToString(deterministic=True),
+               inputs, len(node.outputs))
+        return cls(node, tuple(shapes), key)
+
+
+def is_constant(value: ir.Value) -> bool:
+    """An initializer or a ``Constant`` node's output."""
+    producer = value.producer()
+    return value.const_value is not None or (producer is not None and producer.op_type == "Constant"
+                                             and producer.domain in ("", "ai.onnx"))
+
+
+def _random(rng: np.random.Generator, dtype: ir.DataType, shape: tuple[int, ...]) -> np.ndarray:
+    """Random data of ``dtype``.
+
+    Floats in [-1, 1] (scalars in [0.5, 1]: scales stay positive), small 8-bit integers, zeros
+    for wider integers and bools (safe indices).
+    """
+    np_dtype = dtype.numpy()
+    if np.issubdtype(np_dtype, np.floating):
+        low = 0.5 if math.prod(shape) == 1 else -1.0
+        return rng.uniform(low, 1.0, shape).astype(np_dtype)
+    if np_dtype.itemsize == 1 and np.issubdtype(np_dtype, np.integer):
+        info = np.iinfo(np_dtype)
+        return rng.integers(info.min // 8, info.max // 8 + 1, shape).astype(np_dtype)
+    return np.zeros(shape, dtype=np_dtype)
+
+
+def one_node_model(probe: Probe, opsets: dict[str, int], ir_version: int,
+                   seed: int = 0) -> tuple[onnx.ModelProto, Feeds]:
+    """The probe's node alone in a model, and random feeds for its non-constant inputs."""
+    rng = np.random.default_rng(seed)
+    node = ir.serde.serialize_node(probe.node)
+    del node.input[:], node.output[:]
+    initializers, graph_inputs, feeds = [], [], {}
+    for index, (value, shape) in enumerate(zip(probe.node.inputs, probe.shapes, strict=True)):
+        name = "" if value is None else f"in{index}"
+        node.input.append(name)
+        if value is None:
+            continue
+        data = _random(rng, value.dtype, shape)
+        if is_constant(value):
+            initializers.append(onnx.numpy_helper.from_array(data, name))
+        else:
+            graph_inputs.append(onnx.helper.make_tensor_value_info(name, int(value.dtype), shape))
+            feeds[name] = data
+    outputs = []
+    for index, value in enumerate(probe.node.outputs):
+        node.output.append(f"out{index}")
+        outputs.append(onnx.helper.make_tensor_value_info(f"out{index}", int(value.dtype or 1),
+                                                          None))
+    graph = onnx.helper.make_graph([node], "probe", graph_inputs, outputs, initializers)
+    imports = [onnx.helper.make_opsetid(d, v) for d, v in opsets.items()]
+    return onnx.helper.make_model(graph, opset_imports=imports, ir_version=ir_version), feeds
+
+
+def _session(proto: onnx.ModelProto):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(proto.SerializeToString(), measurement_options(1),
+                                providers=["CPUExecutionProvider"])
+
+
+def _median_s(samples_ms: Sequence[float]) -> float:
+    return float(np.median(samples_ms)) / 1e3
+
+
+class OrtTimer:
+    """Times probes of one model, and the model itself, on onnxruntime CPU with one thread.
+
+    Args:
+        model: The model the probes come from (its opsets; :meth:`model` runs it).
+        feeds: Inputs of the whole model at the shapes the probes were taken at.
+        runs: Timed rounds per interleaved set; ``warmup`` untimed ones first.
+    """
+
+    def __init__(self, model: onnx.ModelProto, feeds: Feeds, runs: int = DEFAULT_RUNS,
+                 warmup: int = DEFAULT_WARMUP) -> None:
+        self.proto = model
+        self.feeds = feeds
+        self.opsets = {o.domain: o.version for o in model.opset_import}
+        self.runs, self.warmup = runs, warmup
+
+    def _runner(self, probe: Probe):
+        try:
+            proto, feeds = one_node_model(probe, self.opsets, self.proto.ir_version)
+            session = _session(proto)
+            session.run(None, feeds)
+        except Exception:  # onnxruntime refuses this node alone: it is not timed
+            return None
+        return lambda: session.run(None, feeds)
+
+    def nodes(self, probes: Sequence[Probe]) -> list[float]:
+        """Seconds per run of every probe alone, timed interleaved (NaN where it cannot run)."""
+        runners = [self._runner(p) for p in probes]
+        live = [r for r in runners if r is not None]
+        times = iter(interleave([[r] for r in live], self.runs, self.warmup) if live else [])
+        return [math.nan if r is None else _median_s(next(times)) for r in runners]
+
+    def model(self, probes: Sequence[Probe]) -> tuple[float, float]:
+        """Seconds of a run of the whole model and of ``probes`` run alone in turn, side by side."""
+        whole = _session(self.proto)
+        runners = [r for r in (self._runner(p) for p in probes) if r is not None]
+
+        def alone() -> None:
+            for run in runners:
+                run()
+
+        times = interleave([[lambda: whole.run(None, self.feeds)], [alone]], self.runs,
+                           self.warmup)
+        return _median_s(times[0]), _median_s(times[1])
+
+
+def compare_models(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds: Feeds,
+                   pruned_feeds: Feeds, runs: int = 20, warmup: int = 3) -> tuple[float, float]:
+    """Median seconds per run of ``original`` and ``pruned``, interleaved, one thread."""
+    sessions = [_session(original), _session(pruned)]
+    times = interleave([[lambda: sessions[0].run(None, feeds)],
+                        [lambda: sessions[1].run(None, pruned_feeds)]], runs, warmup)
+    return _median_s(times[0]), _median_s(times[1])
