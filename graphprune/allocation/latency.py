@@ -232,7 +232,7 @@ class LatencyModel:
 
     def share(self, plan: PrunePlan) -> float:
         """Predicted latency of ``plan`` as a share of the original model's."""
-        return self.seconds(plan) / self.whole_s if self.whole_s > 0 else 1.0
+        return float(self.seconds(plan) / self.whole_s) if self.whole_s > 0 else 1.0
 
     def summary(self) -> dict:
         """What the lookup measured and how long it took (for the report)."""

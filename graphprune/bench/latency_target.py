@@ -24,7 +24,8 @@ from graphprune.bench.node_latency import Feeds, OrtTimer, compare_models
 from graphprune.calibration import model_proto
 from graphprune.report.costs import CostModel
 
-MACHINE = "this machine's latency: onnxruntime CPU execution provider, 1 thread"
+MACHINE = ("this machine's latency: onnxruntime CPU execution provider, 1 thread, timed in the "
+           "CPU time of that thread (other processes' load does not count)")
 
 
 @dataclasses.dataclass

@@ -5,7 +5,14 @@ one-node model for it (the node's attributes, random constant weights of the pro
 initializers, its other inputs as graph inputs fed random data), runs it on the CPU execution
 provider with one intra-op thread, and times several probes interleaved
 (:func:`graphprune.bench.latency.interleave`), so a slow spell of the machine hits them alike.
-Probes that onnxruntime cannot build or run time as NaN. The same timer measures the whole model
+With one thread onnxruntime computes on the calling thread, so runs are timed in that thread's
+CPU time (``time.thread_time``): on a shared machine wall time also counts the other processes'
+turns (measured on 2 loaded cores: a ResNet-50 stem conv took 4.5 ms wall, 1.7 ms CPU, run to
+run steady only in CPU time), which is what an idle machine's latency would be.
+Every interleaved set also times an empty run (a one-element Identity model): its median, the
+fixed cost of a ``session.run`` call, is taken off every probe's median, so that a small layer
+is not mostly call overhead. Probes that onnxruntime cannot build or run time as NaN. The same
+timer measures the whole model
 side by side with its nodes run alone one after another (what the rest of the graph costs) and
 a pruned model side by side with its original.
 """
@@ -13,7 +20,9 @@ a pruned model side by side with its original.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +30,8 @@ import onnx
 import onnx_ir as ir
 
 from graphprune.bench.latency import interleave, measurement_options
+
+cpu_interleave = functools.partial(interleave, clock=time.thread_time)
 
 DEFAULT_RUNS = 5
 DEFAULT_WARMUP = 1
@@ -140,15 +151,35 @@ class OrtTimer:
             return None
         return lambda: session.run(None, feeds)
 
+    def _empty(self):
+        identity = onnx.helper.make_node("Identity", ["x"], ["y"])
+        value = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+        out = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+        graph = onnx.helper.make_graph([identity], "empty", [value], [out])
+        session = _session(onnx.helper.make_model(graph, opset_imports=[
+            onnx.helper.make_opsetid("", 13)], ir_version=self.proto.ir_version))
+        feeds = {"x": np.zeros(1, np.float32)}
+        return lambda: session.run(None, feeds)
+
     def nodes(self, probes: Sequence[Probe]) -> list[float]:
-        """Seconds per run of every probe alone, timed interleaved (NaN where it cannot run)."""
+        """Seconds per run of every probe alone, timed interleaved, less the call overhead.
+
+        NaN where onnxruntime cannot run the probe.
+        """
         runners = [self._runner(p) for p in probes]
         live = [r for r in runners if r is not None]
-        times = iter(interleave([[r] for r in live], self.runs, self.warmup) if live else [])
-        return [math.nan if r is None else _median_s(next(times)) for r in runners]
+        if not live:
+            return [math.nan] * len(probes)
+        times = cpu_interleave([[self._empty()], *([r] for r in live)], self.runs, self.warmup)
+        overhead = _median_s(times[0])
+        found = iter(max(_median_s(t) - overhead, 0.0) for t in times[1:])
+        return [math.nan if r is None else next(found) for r in runners]
 
     def model(self, probes: Sequence[Probe]) -> tuple[float, float]:
-        """Seconds of a run of the whole model and of ``probes`` run alone in turn, side by side."""
+        """Seconds of a run of the whole model and of ``probes`` run alone in turn, side by side.
+
+        Both less the call overhead (once per call).
+        """
         whole = _session(self.proto)
         runners = [r for r in (self._runner(p) for p in probes) if r is not None]
 
@@ -156,15 +187,17 @@ class OrtTimer:
             for run in runners:
                 run()
 
-        times = interleave([[lambda: whole.run(None, self.feeds)], [alone]], self.runs,
-                           self.warmup)
-        return _median_s(times[0]), _median_s(times[1])
+        times = cpu_interleave([[self._empty()], [lambda: whole.run(None, self.feeds)], [alone]],
+                               self.runs, self.warmup)
+        overhead = _median_s(times[0])
+        return (max(_median_s(times[1]) - overhead, 0.0),
+                max(_median_s(times[2]) - overhead * len(runners), 0.0))
 
 
 def compare_models(original: onnx.ModelProto, pruned: onnx.ModelProto, feeds: Feeds,
                    pruned_feeds: Feeds, runs: int = 20, warmup: int = 3) -> tuple[float, float]:
-    """Median seconds per run of ``original`` and ``pruned``, interleaved, one thread."""
+    """Median CPU seconds per run of ``original`` and ``pruned``, interleaved, one thread."""
     sessions = [_session(original), _session(pruned)]
-    times = interleave([[lambda: sessions[0].run(None, feeds)],
+    times = cpu_interleave([[lambda: sessions[0].run(None, feeds)],
                         [lambda: sessions[1].run(None, pruned_feeds)]], runs, warmup)
     return _median_s(times[0]), _median_s(times[1])
