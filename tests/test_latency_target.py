@@ -107,12 +107,22 @@ def test_lookup_reproduces_latency_linear_in_width(zoo, name):
         removed = ALLOCATORS[allocation](analysis, scores, costs, Budget(ratio, ROUND_TO))
         plan = PrunePlan(analysis, removed)
         assert model.share(plan) == pytest.approx(_expected_share(model, costs, plan), rel=1e-9)
-    fine = LatencyModel(analysis, costs, FakeTimer(), round_to=1)  # widths off the 16 grid
+
+
+def test_widths_off_the_16_channel_grid_interpolate_exactly(zoo):
+    """ResNet's convs are bilinear in their two groups: exact off the grid too.
+
+    (MobileNetV2's first block reads and writes one group, quadratic in it: piecewise-linear
+    there, not exact.)
+    """
+    _, analysis, costs, _, _ = zoo("resnet18")
+    model = LatencyModel(analysis, costs, FakeTimer(), round_to=1)
     rng = np.random.default_rng(0)
-    removed = ALLOCATORS["uniform"](analysis, rng.random(analysis.table.num_elements), costs,
-                                    Budget(0.45, 1))
-    plan = PrunePlan(analysis, removed)
-    assert fine.share(plan) == pytest.approx(_expected_share(fine, costs, plan), rel=1e-9)
+    for ratio in (0.2, 0.45, 0.8):
+        removed = ALLOCATORS["uniform"](analysis, rng.random(analysis.table.num_elements), costs,
+                                        Budget(ratio, 1))
+        plan = PrunePlan(analysis, removed)
+        assert model.share(plan) == pytest.approx(_expected_share(model, costs, plan), rel=1e-9)
 
 
 def test_identical_configurations_are_timed_once(zoo):
@@ -139,7 +149,8 @@ def test_interpolation_is_multilinear_and_timings_only_shrink_with_width():
     table = NodeTable(None, (0, 1), grids, seconds, 1)
     assert table.at(np.array([32, 24])) == 5.0
     assert table.at(np.array([48, 16])) == pytest.approx(0.5 * (2 + 5) / 2 + 0.5 * (4 + 9) / 2)
-    assert table.at(np.array([8, 8])) == pytest.approx(0.0)  # extrapolated, clipped at zero
+    assert table.at(np.array([8, 8])) == pytest.approx(1.5 * 1.0 - 0.5 * 2.0)  # extrapolated
+    assert table.at(np.array([-16, 8])) == 0.0  # clipped at zero
     noisy = np.array([[2.0, 1.0], [1.5, 3.0], [1.0, 4.0]])
     np.testing.assert_array_equal(_monotone(noisy), [[1.0, 1.0], [1.0, 3.0], [1.0, 4.0]])
 
