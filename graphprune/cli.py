@@ -378,9 +378,12 @@ def analyze(model: Path, exclude: tuple[str, ...], json_path: str | None, debug:
 
 def _latency_line(entry: dict) -> str:
     achieved = "" if entry["achieved"] is None else f", measured {entry['achieved']:.3f}x"
+    untimed = len(entry["lookup"]["untimed_nodes"])
+    achieved += f"; {untimed} layers not timed alone, counted as fixed" if untimed else ""
     return (f"latency target {entry['target']:g} on this machine (onnxruntime CPU, 1 thread): "
             f"predicted {entry['predicted']:.3f}x{achieved} "
-            f"(lookup {entry['lookup']['lookup_s']:.1f} s)")
+            f"(lookup {entry['lookup']['lookup_s']:.1f} s, "
+            f"{entry['lookup']['lookup_cpu_s']:.1f} s CPU)")
 
 
 def _line(text: object) -> str:

@@ -169,6 +169,21 @@ def test_untimable_nodes_count_in_the_fixed_rest():
     assert model.share(plan) == 1.0 and full.share(plan) < 0.6
 
 
+def test_a_depthwise_probe_has_the_group_of_its_width_and_runs(zoo):
+    proto, analysis, costs, model, _ = zoo("mobilenet_v2")
+    table = next(t for t in model.tables if len(t.grids[0]) > 1 and t.node.attributes.get(
+        "group") and t.node.attributes["group"].value > 1)
+    group = table.groups[0]
+    plan = model._plan([group], [table.grids[0][0]])
+    probe = model._probe(table.node, plan)
+    weight = probe.shapes[1]
+    assert {a.name: a.i for a in probe.attributes}["group"] == weight[0] < len(
+        analysis.groups[group].classes)
+    assert table.node.attributes["group"].value == len(analysis.groups[group].classes)
+    seconds = OrtTimer(proto, feeds_for(proto), runs=1, warmup=0).nodes([probe])
+    assert np.isfinite(seconds).all()
+
+
 # --- the search -------------------------------------------------------------------------------
 
 

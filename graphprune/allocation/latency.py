@@ -88,6 +88,29 @@ class NodeTable:
         return max(total, 0.0)
 
 
+class _AttributeView:
+    """What a rule's rewrite reads and writes of a node, with a copy of its attributes."""
+
+    def __init__(self, node: ir.Node) -> None:
+        self.op_type, self.domain, self.name = node.op_type, node.domain, node.name
+        self.version, self.graph = node.version, node.graph
+        self.inputs, self.outputs = node.inputs, node.outputs
+        self.attributes = dict(node.attributes)
+
+
+def attributes_at(node: ir.Node, plan: PlanView) -> dict[str, ir.Attr]:
+    """``node``'s attributes once ``plan``'s channels are removed (the node is not changed).
+
+    Its rule's rewrite runs on a stand-in that shares the node's values and holds a copy of
+    its attributes (a depthwise conv's ``group``, an attention op's ``num_heads``).
+    """
+    view = _AttributeView(node)
+    rule = lookup(node)
+    if rule is not None:
+        rule.rewrite(view, plan)
+    return view.attributes
+
+
 def _weights(grid: np.ndarray, count: float) -> list[tuple[int, float]]:
     """Linear-interpolation weights of ``count`` on ``grid`` (extrapolated below its start)."""
     if len(grid) == 1:
@@ -136,7 +159,7 @@ class LatencyModel:
 
     def __init__(self, analysis: ChannelAnalysis, costs: CostModel, timer: Timer,
                  floor: float = DEFAULT_FLOOR, round_to: int = 1) -> None:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         self.analysis, self.costs, self.floor, self.round_to = analysis, costs, floor, round_to
         self.owner = np.full(analysis.table.num_elements, -1, dtype=np.int64)
         for index, group in enumerate(analysis.groups):
@@ -152,6 +175,7 @@ class LatencyModel:
         self.fixed_s = max(self.whole_s - alone_s, 0.0)
         self.scale = min(alone_s, self.whole_s) / tabled if tabled > 0 else 0.0
         self.lookup_s = time.perf_counter() - start
+        self.lookup_cpu_s = time.process_time() - cpu_start  # what an idle machine would take
 
     # --- building ------------------------------------------------------------------------
 
@@ -185,11 +209,13 @@ class LatencyModel:
         return PrunePlan(self.analysis, np.concatenate(removed) if removed
                          else np.zeros(0, dtype=np.int64))
 
-    def _probe(self, node: ir.Node, plan: PlanView | None) -> Probe | None:
+    def _probe(self, node: ir.Node, plan: PrunePlan | None) -> Probe | None:
         dims = self.costs.dims(plan)
         shapes = tuple(None if v is None else dims(v) for v in node.inputs)
         present = [s for v, s in zip(node.inputs, shapes, strict=True) if v is not None]
-        return None if any(s is None for s in present) else Probe.of(node, shapes)
+        if any(s is None for s in present):
+            return None
+        return Probe.of(node, shapes, None if plan is None else attributes_at(node, plan))
 
     def _table(self, node: ir.Node, timer: Timer) -> NodeTable | None:
         groups = self._groups_of(node)
@@ -236,7 +262,8 @@ class LatencyModel:
 
     def summary(self) -> dict:
         """What the lookup measured and how long it took (for the report)."""
-        return {"lookup_s": round(self.lookup_s, 3), "original_ms": self.whole_s * 1e3,
+        return {"lookup_s": round(self.lookup_s, 3), "lookup_cpu_s": round(self.lookup_cpu_s, 3),
+                "original_ms": self.whole_s * 1e3,
                 "fixed_ms": self.fixed_s * 1e3, "nodes": len(self.tables),
                 "probes": self.probes, "configurations_timed": len(self.timed),
                 "untimed_nodes": list(self.untimed)}
