@@ -205,7 +205,9 @@ def prune(
     if budget.target_latency is not None and not selected:
         from graphprune.bench.latency_target import latency_lookup
 
-        latency = latency_lookup(model, analysis, cost_model, budget, seed, latency_timer)
+        latency = latency_lookup(model, analysis, cost_model, budget, seed, latency_timer,
+                                 {"exclude": exclude, "resize_io": resize_io,
+                                  "input_shapes": input_shapes})
         budget = dataclasses.replace(budget, objective=latency.model.share)
     if removed is None:
         removed = _select(analysis, criterion, seed, allocation, cost_model, budget, provider)

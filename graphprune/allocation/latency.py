@@ -15,6 +15,8 @@ difference is the rest of the graph (elementwise ops, pooling), a fixed cost. Wh
 alone take longer than the whole model (layout reorders around each lone conv), all tables are
 scaled so that they add up to the whole model. The latency of a plan is therefore
 ``fixed + scale * sum of interpolated node latencies``; its share is that over the whole model.
+:meth:`LatencyModel.calibrate` refits ``fixed`` and ``scale`` to a second measurement, of one
+really pruned model near the target, timed side by side with the original.
 """
 
 from __future__ import annotations
@@ -171,9 +173,10 @@ class LatencyModel:
         self.tables = [t for t in (self._table(n, timer) for n in self._computing()) if t]
         full = [self._probe(t.node, None) for t in self.tables]
         self.whole_s, alone_s = timer.model(full)
-        tabled = sum(float(t.seconds[(-1,) * t.seconds.ndim]) for t in self.tables)
+        tabled = self.tabled()
         self.fixed_s = max(self.whole_s - alone_s, 0.0)
         self.scale = min(alone_s, self.whole_s) / tabled if tabled > 0 else 0.0
+        self.calibration: dict | None = None  # see calibrate
         self.lookup_s = time.perf_counter() - start
         self.lookup_cpu_s = time.process_time() - cpu_start  # what an idle machine would take
 
@@ -242,10 +245,10 @@ class LatencyModel:
 
     # --- predicting ----------------------------------------------------------------------
 
-    def seconds(self, plan: PrunePlan | None = None) -> float:
-        """Predicted seconds per run of the model with ``plan``'s classes removed."""
+    def tabled(self, plan: PrunePlan | None = None) -> float:
+        """The sum of the node latencies interpolated at ``plan`` (None: full width)."""
         if plan is None:
-            return self.whole_s
+            return sum(float(t.seconds[(-1,) * t.seconds.ndim]) for t in self.tables)
         counts = np.array([int(plan.keep[g.classes].sum()) for g in self.analysis.groups],
                           dtype=np.float64)
         total = 0.0
@@ -254,7 +257,33 @@ class LatencyModel:
             if table.mac_scaled:
                 seconds *= lookup(table.node).macs(table.node, self.costs.dims(plan)) / table.macs
             total += seconds
-        return self.fixed_s + self.scale * total
+        return total
+
+    def seconds(self, plan: PrunePlan | None = None) -> float:
+        """Predicted seconds per run of the model with ``plan``'s classes removed."""
+        if plan is None:
+            return self.whole_s
+        return max(self.fixed_s + self.scale * self.tabled(plan), 0.0)
+
+    def calibrate(self, plan: PrunePlan, whole_s: float, pruned_s: float) -> bool:
+        """Refits the fixed cost and the scale to two whole-model measurements.
+
+        ``whole_s`` and ``pruned_s`` are the original and ``plan``'s pruned model, timed side
+        by side: ``fixed + scale * tabled`` then goes through both (nodes alone miss what the
+        graph shares between layers: fused activations, reorders, caches). Declined (False)
+        when the plan is too close to full width to tell, or the fit is not a latency
+        (non-positive scale, or a fixed cost below minus half the model).
+        """
+        full, pruned = self.tabled(None), self.tabled(plan)
+        if full - pruned < 0.05 * full or pruned_s <= 0:
+            return False
+        scale = (whole_s - pruned_s) / (full - pruned)
+        fixed = whole_s - scale * full
+        if scale <= 0 or fixed < -0.5 * whole_s:
+            return False
+        self.scale, self.fixed_s, self.whole_s = float(scale), float(fixed), whole_s
+        self.calibration = {"plan_share": pruned_s / whole_s, "original_ms": whole_s * 1e3}
+        return True
 
     def share(self, plan: PrunePlan) -> float:
         """Predicted latency of ``plan`` as a share of the original model's."""
@@ -266,7 +295,7 @@ class LatencyModel:
                 "original_ms": self.whole_s * 1e3,
                 "fixed_ms": self.fixed_s * 1e3, "nodes": len(self.tables),
                 "probes": self.probes, "configurations_timed": len(self.timed),
-                "untimed_nodes": list(self.untimed)}
+                "untimed_nodes": list(self.untimed), "calibration": self.calibration}
 
 
 def latency_warning(budget: Budget, predicted: float, achieved: float,
