@@ -184,6 +184,20 @@ def test_a_depthwise_probe_has_the_group_of_its_width_and_runs(zoo):
     assert np.isfinite(seconds).all()
 
 
+def test_calibration_goes_through_both_measurements(zoo):
+    _, analysis, costs, _, _ = zoo("resnet18")
+    model = LatencyModel(analysis, costs, FakeTimer(), round_to=ROUND_TO)
+    full = PrunePlan(analysis, np.zeros(0, np.int64))
+    assert not model.calibrate(full, 1.0, 0.5)  # nothing pruned: nothing to fit
+    plan = PrunePlan(analysis, ALLOCATORS["uniform"](analysis, _scores(analysis), costs,
+                                                     Budget(0.3, ROUND_TO)))
+    assert not model.calibrate(plan, 1.0, 1.5)  # slower when pruned: not a latency
+    assert model.calibrate(plan, 2e-3, 0.9e-3)
+    assert model.seconds(plan) == pytest.approx(0.9e-3) and model.share(plan) == pytest.approx(0.45)
+    assert model.share(full) == pytest.approx(1.0)
+    assert model.calibration["plan_share"] == pytest.approx(0.45)
+
+
 # --- the search -------------------------------------------------------------------------------
 
 

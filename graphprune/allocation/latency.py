@@ -16,7 +16,10 @@ alone take longer than the whole model (layout reorders around each lone conv), 
 scaled so that they add up to the whole model. The latency of a plan is therefore
 ``fixed + scale * sum of interpolated node latencies``; its share is that over the whole model.
 :meth:`LatencyModel.calibrate` refits ``fixed`` and ``scale`` to a second measurement, of one
-really pruned model near the target, timed side by side with the original.
+really pruned model near the target, timed side by side with the original (nodes alone miss
+what layers share in the whole graph; the refit ``fixed`` may then be negative: the whole model
+shrinks faster than its layers alone). Measured on models/ ResNet-50 and MobileNetV2 at
+224x224, ``--target-latency 0.5``: predicted 0.500 and 0.500, achieved 0.500 and 0.482.
 """
 
 from __future__ import annotations

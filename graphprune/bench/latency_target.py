@@ -27,6 +27,7 @@ from graphprune.analysis import ChannelAnalysis, PrunePlan
 from graphprune.analysis.summary import PruneWarning
 from graphprune.bench.node_latency import Feeds, OrtTimer, compare_models
 from graphprune.calibration import model_proto
+from graphprune.errors import GraphpruneError
 from graphprune.report.costs import CostModel
 
 MACHINE = ("this machine's latency: onnxruntime CPU execution provider, 1 thread, timed in the "
@@ -89,10 +90,13 @@ def calibrate(target: LatencyTarget, budget: Budget, options: Mapping) -> bool:
     removed = _uniform_near(target.model, budget)
     if not len(removed):
         return False
-    copy = prune(ir.from_proto(target.original), removed=removed, round_to=budget.round_to,
-                 **options)
-    whole_s, pruned_s = compare_models(target.original, model_proto(copy.model)[0],
-                                       target.feeds, _sliced(target.feeds, copy.io))
+    try:
+        copy = prune(ir.from_proto(target.original), removed=removed, round_to=budget.round_to,
+                     **options)
+        whole_s, pruned_s = compare_models(target.original, model_proto(copy.model)[0],
+                                           target.feeds, _sliced(target.feeds, copy.io))
+    except (GraphpruneError, RuntimeError):  # onnxruntime's failures are RuntimeErrors
+        return False  # the lookup's own fit stays
     done = target.model.calibrate(PrunePlan(target.model.analysis, removed), whole_s, pruned_s)
     if done:
         target.model.calibration["seconds"] = round(time.perf_counter() - start, 3)
