@@ -30,6 +30,7 @@ import onnx
 import onnx_ir as ir
 
 from graphprune.bench.latency import interleave, measurement_options
+from graphprune.errors import InputError
 
 cpu_interleave = functools.partial(interleave, clock=time.thread_time)
 
@@ -188,6 +189,13 @@ class OrtTimer:
         Both less the call overhead (once per call).
         """
         whole = _session(self.proto)
+        try:
+            whole.run(None, self.feeds)
+        except Exception as exc:  # onnxruntime's errors: one line for the user
+            shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in self.feeds.items())
+            raise InputError(f"--target-latency: onnxruntime cannot run the model on inputs "
+                             f"{shapes} ({str(exc).splitlines()[0]}); set them with "
+                             f"--input-shape") from exc
         runners = [r for r in (self._runner(p) for p in probes) if r is not None]
 
         def alone() -> None:
