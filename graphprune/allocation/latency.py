@@ -20,6 +20,11 @@ really pruned model near the target, timed side by side with the original (nodes
 what layers share in the whole graph; the refit ``fixed`` may then be negative: the whole model
 shrinks faster than its layers alone). Measured on models/ ResNet-50 and MobileNetV2 at
 224x224, ``--target-latency 0.5``: predicted 0.500 and 0.500, achieved 0.500 and 0.482.
+
+Time: at most 7, 36 or 64 probes per node (one, two or three groups), each probe 1 untimed and
+5 timed runs. ResNet-50 at 224x224: 1244 probes, 514 distinct, 7.5 s of CPU (one thread; 20 to
+70 s of wall time on a shared 2-core machine); MobileNetV2: 723 probes, 345 distinct, 1.6 s of
+CPU. The table lives in memory for one prune.
 """
 
 from __future__ import annotations
