@@ -22,7 +22,7 @@ from graphprune.allocation.uniform import group_step
 from graphprune.analysis import PrunePlan
 from graphprune.bench.node_latency import OrtTimer, Probe
 from graphprune.cli import main
-from graphprune.errors import UsageError
+from graphprune.errors import InputError, UsageError
 from graphprune.importance import SCORERS, ScoringContext
 from graphprune.report.costs import CostModel
 from models.export import export
@@ -253,6 +253,14 @@ def test_real_lookup_and_check_on_a_small_model():
     result = prune_proto(proto, target_latency=0.6, round_to=1)
     assert 0 < result.latency["predicted"] <= 1 and result.latency["achieved"] > 0
     assert_mask_equivalent(proto, result, feeds)
+
+
+def test_a_model_onnxruntime_cannot_run_is_one_input_error():
+    proto = conv_chain(["a"])
+    timer = OrtTimer(proto, {"x": np.zeros((1, 5, 8, 8), np.float32)}, runs=1, warmup=0)
+    with pytest.raises(InputError, match="--input-shape") as caught:
+        timer.model([])
+    assert "\n" not in str(caught.value)
 
 
 # --- arguments --------------------------------------------------------------------------------
