@@ -52,6 +52,8 @@ class PruneResult:
         resized_io: The same, for people: name, axes, declared shape before and after.
         compensation: One report per compensation pass run (name, seconds, what it changed);
             empty when none ran. A compensated model no longer equals the masked original.
+        latency: With ``target_latency``: the target, the predicted and the measured share of
+            the original's latency on this machine, and what the lookup timed; else None.
     """
 
     model: ir.Model
@@ -64,6 +66,7 @@ class PruneResult:
     io: Masks = dataclasses.field(default_factory=dict)
     resized_io: list[dict] = dataclasses.field(default_factory=list)
     compensation: list[dict] = dataclasses.field(default_factory=list)
+    latency: dict | None = None
 
 
 def _as_model(model: ir.Model | str | os.PathLike) -> ir.Model:
@@ -86,16 +89,19 @@ def _select(analysis: ChannelAnalysis, criterion: str, seed: int, allocation: st
 
 
 def _budget(ratios: dict[str, float], round_to: int, allocation: str, target_macs: float | None,
-            target_params: float | None) -> Budget:
+            target_params: float | None, target_latency: float | None = None) -> Budget:
     if allocation not in ALLOCATORS or allocation == "target":
         choices = ", ".join(n for n in ALLOCATORS if n != "target")
         raise UsageError(f"unknown allocation '{allocation}' (choose from {choices})")
-    if target_macs is not None and target_params is not None:
-        raise UsageError("--target-macs and --target-params exclude each other")
-    for name, value in (("target-macs", target_macs), ("target-params", target_params)):
+    targets = {"target-macs": target_macs, "target-params": target_params,
+               "target-latency": target_latency}
+    given = [f"--{name}" for name, value in targets.items() if value is not None]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} exclude each other")
+    for name, value in targets.items():
         if value is not None and not 0 < value <= 1:
             raise UsageError(f"{name} must be in (0, 1], got {value}")
-    return Budget(ratios, round_to, target_macs, target_params)
+    return Budget(ratios, round_to, target_macs, target_params, target_latency=target_latency)
 
 
 def _provider(model: ir.Model, calibration, input_shapes, seed: int) -> CalibrationProvider:
@@ -136,6 +142,8 @@ def prune(
     target_params: float | None = None,
     calibration=None,
     compensate: str | Sequence[str] | None = None,
+    target_latency: float | None = None,
+    latency_timer=None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
@@ -169,6 +177,14 @@ def prune(
         compensate: ``"none"`` (default), a method or a comma-separated list of methods from
             :data:`graphprune.compensation.COMPENSATIONS`, run on the pruned model after the
             rewrite; their reports are ``PruneResult.compensation``.
+        target_latency: Share of the original model's latency to keep, in ``(0, 1]``, on this
+            machine (onnxruntime CPU, one thread): every computing node is timed alone at a few
+            widths (:mod:`graphprune.allocation.latency`), the global ranking is cut where the
+            predicted latency meets the target within 2%, and the pruned model is timed against
+            the original (``PruneResult.latency``; ``target_missed`` when off by more than
+            10%). Excludes ``target_macs`` and ``target_params``.
+        latency_timer: What times the lookup (default: onnxruntime;
+            :class:`graphprune.allocation.latency.Timer`, for tests).
     """
     ratios = {"heads": ratio if heads is None else heads,
               "channels": ratio if mlp is None else mlp}
@@ -177,7 +193,7 @@ def prune(
             raise UsageError(f"{name} must be in [0, 1), got {value}")
     if round_to < 1:
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
-    budget = _budget(ratios, round_to, allocation, target_macs, target_params)
+    budget = _budget(ratios, round_to, allocation, target_macs, target_params, target_latency)
     methods = parse_compensate(compensate)
     model = _as_model(model)
     analysis = analyze_channels(model, exclude, resize_io)
@@ -185,6 +201,14 @@ def prune(
     before = cost_model.costs()
     selected = removed is not None
     provider = _provider(model, calibration, input_shapes, seed)
+    latency = None
+    if budget.target_latency is not None and not selected:
+        from graphprune.bench.latency_target import latency_lookup
+
+        latency = latency_lookup(model, analysis, cost_model, budget, seed, latency_timer,
+                                 {"exclude": exclude, "resize_io": resize_io,
+                                  "input_shapes": input_shapes})
+        budget = dataclasses.replace(budget, objective=latency.model.share)
     if removed is None:
         removed = _select(analysis, criterion, seed, allocation, cost_model, budget, provider)
     warnings = tuple(prune_warnings(analysis, len(removed), ratio=max(ratios.values()),
@@ -202,8 +226,10 @@ def prune(
             masks.setdefault(entry.value.name, []).append((entry.axis, kept))
         elif id(entry.value) in graph_io:
             io.setdefault(entry.value.name, []).append((entry.axis, kept))
+    latency_entry = latency and latency.entry(budget, latency.model.share(plan))
     if not len(removed):
-        return PruneResult(model, analysis, groups, before, before, masks, warnings)
+        return PruneResult(model, analysis, groups, before, before, masks, warnings,
+                           latency=latency_entry)
     passes = [
         FreezeStaticValuesPass(),
         RewriteShapeConstantsPass(plan),
@@ -226,9 +252,11 @@ def prune(
         compensation = run_compensation(context, methods)
     after = count_costs(model, resized_shapes(input_shapes, io))
     missed = None if selected else target_warning(budget, before, after)
+    if latency is not None:
+        latency_entry, missed = latency.check(budget, model, latency_entry["predicted"], io)
     warnings += (missed,) if missed is not None else ()
     return PruneResult(model, analysis, groups, before, after, masks, warnings, io,
-                       changed_shapes(io, declared), compensation)
+                       changed_shapes(io, declared), compensation, latency_entry)
 
 
 def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:

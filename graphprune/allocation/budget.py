@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
 
-from graphprune.analysis import ChannelAnalysis
+from graphprune.analysis import ChannelAnalysis, PrunePlan
 from graphprune.report.costs import CostModel
 
 DEFAULT_FLOOR = 0.1  # global ranking: every group keeps at least this share (and one step)
+
+Objective = Callable[[PrunePlan], float]  # the kept share of a candidate plan's cost, in (0, 1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,8 +27,12 @@ class Budget:
             in whole heads), so no group loses more than asked.
         target_macs: Fraction of the original MACs to keep, in ``(0, 1]`` (target allocator).
         target_params: Fraction of the original parameters to keep, in ``(0, 1]``.
+        target_latency: Fraction of the original latency to keep, in ``(0, 1]``; needs
+            ``objective`` (:class:`graphprune.allocation.latency.LatencyModel.share`).
         floor: Global ranking: every group keeps at least ``max(1 step, floor * size)``.
         tolerance: Target allocator: relative distance to the target that counts as met.
+        objective: Target allocator: the kept share of a candidate plan; None counts MACs or
+            parameters with the cost model.
     """
 
     ratio: float | Mapping[str, float] = 0.5
@@ -35,6 +41,8 @@ class Budget:
     target_params: float | None = None
     floor: float = DEFAULT_FLOOR
     tolerance: float = 0.02
+    target_latency: float | None = None
+    objective: Objective | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def ratio_of(self, kind: str) -> float:
         """The removal ratio of groups of ``kind``."""
@@ -44,11 +52,13 @@ class Budget:
 
     @property
     def target(self) -> tuple[str, float] | None:
-        """``("macs" | "params", fraction)`` when a cost target is set."""
+        """``("macs" | "params" | "latency", fraction)`` when a cost target is set."""
         if self.target_macs is not None:
             return "macs", self.target_macs
         if self.target_params is not None:
             return "params", self.target_params
+        if self.target_latency is not None:
+            return "latency", self.target_latency
         return None
 
 

@@ -92,10 +92,12 @@ def interleave(
     budget_s: float = DEFAULT_BUDGET_S,
     progress: Progress | None = None,
     label: str = "latency",
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[list[float]]:
     """Milliseconds per run of every model; ``runners[m][s]`` runs model ``m`` on shape ``s``.
 
-    A sample is the time of one run of one model, over all shapes when there are several.
+    A sample is the time of one run of one model, over all shapes when there are several, read
+    on ``clock`` (wall time; ``time.thread_time`` counts only the CPU time of this thread).
     """
     start = time.perf_counter()
     with step(progress, f"{label}: warm-up", warmup * len(runners)) as advance:
@@ -111,10 +113,10 @@ def interleave(
         for r in range(rounds):
             order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
             for m in order:
-                begin = time.perf_counter()
+                begin = clock()
                 for run in runners[m]:
                     run()
-                times[m].append((time.perf_counter() - begin) * 1e3)
+                times[m].append((clock() - begin) * 1e3)
             advance()
     return times
 

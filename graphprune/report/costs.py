@@ -236,6 +236,11 @@ class CostModel:
         self.symbols = input_symbols(model, self.inputs)
         self._shapes: dict[int, tuple[int, ...] | None] = {}
 
+    def dims(self, plan: PlanView | None = None) -> Dims:
+        """Concrete shapes of main-graph values, with ``plan``'s kept counts where it prunes."""
+        counter = _Counter(self.maps, self.symbols, plan, self._shapes)
+        return counter.dims_in(counter.scopes(self.model.graph, ()))
+
     def costs(self, plan: PlanView | None = None) -> Costs:
         """Costs of the model, or of the model with ``plan``'s channels removed."""
         counter = _Counter(self.maps, self.symbols, plan, self._shapes)
