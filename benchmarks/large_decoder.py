@@ -303,6 +303,8 @@ def check_slices(source: Path, output: Path, report: dict) -> int:
 
 def _size(path: Path) -> int:
     """The model file and every external data file it names (whatever their names)."""
+    if str(ROOT) not in sys.path:  # run as a script: graphprune from this checkout
+        sys.path.insert(0, str(ROOT))
     from graphprune.report.costs import file_size
 
     return file_size(path)
