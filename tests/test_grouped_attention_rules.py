@@ -228,3 +228,48 @@ g (float[{B},{S},{D}] x) => (float[{B},{S},{D}] y) {{
     assert_mask_equivalent(proto, result, _feeds(seed=1))
     rope = _attributes(ir.to_proto(result.model), "RotaryEmbedding")
     assert [a["num_heads"] for a in rope] == [heads // 2]
+
+
+def test_default_domain_simplified_layer_norm_is_refused_by_name(tmp_path, capsys):
+    """Refused in one line that names the op: ONNX has no SimplifiedLayerNormalization.
+
+    onnxruntime's transformer optimizer writes it in the default domain and onnxruntime runs it,
+    but the input fails the ONNX checker, as the output would fail the self-check.
+    """
+    from graphprune.cli import main
+
+    text = f"""<ir_version: 8, opset_import: ["" : 17]>
+g (float[{B},{S},{D}] x) => (float[{B},{S},{D}] y) {{
+  h = MatMul (x, w1)
+  n = SimplifiedLayerNormalization <axis = -1, epsilon = 0.00001> (h, g1)
+  y = MatMul (n, w2)
+}}"""
+    proto = onnx.parser.parse_model(text)
+    rng = np.random.default_rng(0)
+    for name, shape in (("w1", (D, MLP)), ("g1", (MLP,)), ("w2", (MLP, D))):
+        proto.graph.initializer.append(
+            onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name))
+    source, out = tmp_path / "sln.onnx", tmp_path / "sln.pruned.onnx"
+    onnx.save(proto, source)
+    run(proto, {"x": np.ones((B, S, D), np.float32)})  # onnxruntime runs it
+    assert main([str(source), "--no-bench", "-o", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "SimplifiedLayerNormalization" in error and "ONNX checker" in error
+    assert len(error.splitlines()) == 1 and not out.exists()
+
+
+def test_cli_reports_kv_and_query_heads(tmp_path, capsys):
+    import json
+
+    from graphprune.cli import main
+
+    source, out = tmp_path / "gqa.onnx", tmp_path / "gqa.pruned.onnx"
+    onnx.save(ROTARY, source)
+    assert main([str(source), "--heads", "0.5", "--mlp", "0", "--round-to", "1", "--no-bench",
+                 "-o", str(out)]) == 0
+    report = json.loads((tmp_path / "gqa.pruned.report.json").read_text())
+    heads = [g for g in report["groups"] if g["kind"] == "heads"]
+    assert [(g["heads_before"], g["heads_after"], g["query_heads_before"],
+             g["query_heads_after"]) for g in heads] == [(KV, KV // 2, N, N // 2)]
+    assert report["oracle"]["passed"]
+    assert f"({KV} -> {KV // 2} heads KV, {N} -> {N // 2} query)" in capsys.readouterr().out
