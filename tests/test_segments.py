@@ -62,7 +62,7 @@ def test_segments_compute_the_whole_models_outputs(tmp_path, budget):
 
 
 def test_masked_segments_equal_the_masked_model(tmp_path):
-    """Masked in memory, segment by segment: divisors become 1, Constant nodes are masked too."""
+    """Masked segment by segment: divisors become 1, Constant nodes are masked too."""
     path, proto = _saved(tmp_path)
     masks = {"w1": [(1, np.array([0, 2, 5]))], "d": [(0, np.array([0, 2, 5]))],
              "w2": [(0, np.array([0, 2, 5])), (1, np.array([1, 3]))],

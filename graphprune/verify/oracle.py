@@ -324,21 +324,21 @@ def check_oracle(source: Path, pruned: Path, masks: Masks, feeds: Sequence[Mappi
 def _masked_outputs(source: Path, masks: Masks, feeds: Sequence[Mapping], folder: Path):
     """Output names, the masked original's outputs, and a function of them giving its noise.
 
-    A model with large external data runs in segments, masked as it goes (no masked copy on
-    disk); any other is written masked to ``folder`` and run whole.
+    A model with large external data runs in segments, masked as it goes (one segment's weights
+    in ``folder`` at a time); any other is written masked to ``folder`` and run whole.
     """
     from graphprune.verify.segments import Unsegmentable, is_large, run_in_segments
 
     if is_large(source):
         try:
-            full = run_in_segments(source, feeds, masks)
+            full = run_in_segments(source, feeds, masks, scratch=folder)
         except Unsegmentable:
             pass
         else:
             names = [o.name for o in onnx.load(str(source), load_external_data=False).graph.output]
 
             def noise(reference):
-                optimized = run_in_segments(source, feeds, masks, optimized=True)
+                optimized = run_in_segments(source, feeds, masks, optimized=True, scratch=folder)
                 return max(relative_error(r, o) for r, o in zip(reference, optimized, strict=True))
 
             return names, full, noise

@@ -14,10 +14,8 @@ the segments compute, node by node, what one session over the whole model comput
 model is still loaded once, without running it (prepacking off: the weights are only mapped), so
 a model that onnxruntime cannot load fails as before.
 
-The masked original of the oracle is built segment by segment as well: the segment's weights
-are read from the data file with plain reads, masked one tensor at a time and written to a
-scratch data file that the segment's session maps (onnxruntime copies weights handed to it in
-memory, and maps only files in one folder), so at most one segment's weights are on disk there.
+The masked original of the oracle is built segment by segment as well, without a masked copy
+of the model (:mod:`graphprune.verify.masked_segments`).
 
 Subgraphs (If, Loop, Scan) read outer values: those count as the node's inputs. Models this
 module cannot cut (sparse initializers, non-tensor values between segments, masked constants
@@ -157,55 +155,6 @@ def _value_info(name: str, array) -> onnx.ValueInfoProto:
                                          list(array.shape))
 
 
-class _Masking:
-    """Masked initializers and Constant nodes of one model, made segment by segment."""
-
-    def __init__(self, path: Path, proto: onnx.ModelProto, masks: Masks) -> None:
-        import onnx_ir as ir
-
-        from graphprune.verify.oracle import _divisor_names, mask_fills
-
-        model = ir.load(path)  # names and rules only; tensors stay on disk
-        self.fills = mask_fills(model)
-        self.divisors = _divisor_names(model)
-        self.masks = masks
-        self.folder = path.parent
-        top = {t.name for t in proto.graph.initializer} | {
-            o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
-        if set(masks) - top:
-            raise Unsegmentable("masked constants inside subgraphs")
-
-    def fill(self, name: str):
-        return self.fills.get(name, 1 if name in self.divisors else 0)
-
-    def masked(self, name: str, load) -> np.ndarray | None:
-        """``load()`` masked, when ``name`` is masked (None when not, or when left as is)."""
-        from graphprune.verify.oracle import _masked_array
-
-        if name not in self.masks or self.fill(name) is None:
-            return None
-        return _masked_array(load(), list(self.masks[name]), self.fill(name), copy=False)
-
-    def initializer(self, tensor: onnx.TensorProto) -> np.ndarray | None:
-        return self.masked(tensor.name, lambda: _writable(tensor, self.folder))
-
-    def node(self, node: onnx.NodeProto) -> onnx.NodeProto:
-        """``node`` itself, or a copy with its masked value when it is a masked Constant."""
-        if node.op_type != "Constant" or node.output[0] not in self.masks:
-            return node
-        value = next((a for a in node.attribute if a.name == "value"), None)
-        if value is None:
-            raise Unsegmentable("a masked Constant without a tensor value")
-        masked = self.masked(node.output[0], lambda: numpy_helper.to_array(value.t).copy())
-        if masked is None:
-            return node
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        attr = next(a for a in copy.attribute if a.name == "value")
-        attr.t.CopyFrom(numpy_helper.from_array(masked, value.t.name))
-        return copy
-
-
 def _inline_small(tensor: onnx.TensorProto, folder: Path) -> onnx.TensorProto:
     """A small external tensor inline (onnxruntime reads shape constants of a model from bytes)."""
     if tensor.data_location != onnx.TensorProto.EXTERNAL or _bytes(tensor) > INLINE_BYTES:
@@ -214,59 +163,9 @@ def _inline_small(tensor: onnx.TensorProto, folder: Path) -> onnx.TensorProto:
                                    tensor.name)
 
 
-def _writable(tensor: onnx.TensorProto, folder: Path) -> np.ndarray:
-    """A tensor's contents as a writable array of its own (external data read, one copy)."""
-    info = {e.key: e.value for e in tensor.external_data}
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
-    if tensor.data_location != onnx.TensorProto.EXTERNAL or dtype.kind not in "fiub":
-        return numpy_helper.to_array(tensor, base_dir=str(folder)).copy()
-    count = int(np.prod(tensor.dims, dtype=np.int64))
-    array = np.fromfile(folder / info["location"], dtype=dtype.newbyteorder("<"), count=count,
-                        offset=int(info.get("offset", 0)))
-    return array.astype(dtype, copy=False).reshape(tuple(tensor.dims))
-
-
-def _written(name: str, array: np.ndarray, data) -> onnx.TensorProto:
-    """``array`` appended to the open file ``data`` (page-aligned, as onnxruntime maps it)."""
-    data.seek(-data.tell() % ALIGN, 1)
-    offset = data.tell()
-    np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tofile(data)
-    proto = onnx.TensorProto(name=name, dims=array.shape,
-                             data_type=helper.np_dtype_to_tensor_dtype(array.dtype),
-                             data_location=onnx.TensorProto.EXTERNAL)
-    for key, value in (("location", Path(data.name).name), ("offset", str(offset)),
-                       ("length", str(array.nbytes))):
-        proto.external_data.add(key=key, value=value)
-    return proto
-
-
-def _initializers(proto: onnx.ModelProto, segment: _Segment, folder: Path,
-                  masking: _Masking | None, scratch: Path | None) -> list[onnx.TensorProto]:
-    """The segment's initializers, as they are (external ones in ``folder``) or masked.
-
-    Masked, every external one is written to ``scratch/segment.data`` (one folder holds a
-    session's external data).
-    """
-    inits = {t.name: t for t in proto.graph.initializer}
-    tensors = [_inline_small(inits[n], folder) for n in segment.initializers]
-    if masking is None:
-        return tensors
-    with open(scratch / "segment.data", "wb") as data:
-        for k, tensor in enumerate(tensors):
-            external = tensor.data_location == onnx.TensorProto.EXTERNAL
-            array = masking.initializer(inits[tensor.name])
-            if array is None and external:
-                array = _writable(tensor, folder)
-            if array is not None:
-                tensors[k] = _written(tensor.name, array, data) if external else \
-                    numpy_helper.from_array(array, tensor.name)
-            del array
-    return tensors
-
-
 def _segment_model(proto: onnx.ModelProto, segment: _Segment, env: Mapping[str, np.ndarray],
-                   tensors: list[onnx.TensorProto], masking: _Masking | None) -> onnx.ModelProto:
-    nodes = [masking.node(n) for n in segment.nodes] if masking is not None else segment.nodes
+                   nodes: list[onnx.NodeProto], tensors: list[onnx.TensorProto]
+                   ) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, f"{proto.graph.name}_segment",
         [_value_info(n, env[n]) for n in segment.inputs],
@@ -291,6 +190,17 @@ def segment_session(model: onnx.ModelProto, folder: Path, optimized: bool = Fals
                                 providers=["CPUExecutionProvider"])
 
 
+def _masked_session(proto, segment, env, tensors, masking, folder: Path, scratch: Path,
+                    optimized: bool):
+    """The session of a masked segment, its weights masked into ``scratch``."""
+    from graphprune.verify.masked_segments import scratch_initializers
+
+    nodes = [masking.node(n) for n in segment.nodes]
+    tensors = scratch_initializers(tensors, masking, folder, scratch)
+    return segment_session(_segment_model(proto, segment, env, nodes, tensors), scratch,
+                           optimized)
+
+
 def run_in_segments(path: Path, feeds: Feeds, masks: Masks | None = None,
                     budget: int | None = None, optimized: bool = False,
                     scratch: Path | None = None) -> list[list[np.ndarray]]:
@@ -299,27 +209,36 @@ def run_in_segments(path: Path, feeds: Feeds, masks: Masks | None = None,
     Args:
         path: A model file (its external data beside it, as the model names it).
         feeds: The batches.
-        masks: Run the masked original instead (``PruneResult.masks``; see the oracle): each
-            segment's weights are written, masked, to ``scratch`` (one segment at a time).
+        masks: Run the masked original instead (``PruneResult.masks``; see the oracle and
+            :mod:`graphprune.verify.masked_segments`).
         budget: Initializer bytes a segment reads (:data:`SEGMENT_BYTES`; one node reading
             more gets a segment alone).
         optimized: onnxruntime's graph optimizations on (the oracle's float-noise estimate).
-        scratch: A folder for the masked segments' data (a temporary one when None).
+        scratch: Where masked segments are written (a temporary folder in it; default: the
+            system's temporary folder, which may be memory-backed: the oracle passes a folder
+            beside the output).
     """
+    from graphprune.verify.masked_segments import Masking
+
     path = Path(path)
     proto = onnx.load(str(path), load_external_data=False)
     fed = set().union(*(set(f) for f in feeds)) if feeds else set()
     segments = plan_segments(proto.graph, SEGMENT_BYTES if budget is None else budget, fed)
-    masking = _Masking(path, proto, masks) if masks else None
+    masking = Masking(path, proto, masks) if masks else None
+    inits = {t.name: t for t in proto.graph.initializer}
     envs = [dict(f) for f in feeds]
     with contextlib.ExitStack() as stack:
-        if masking is not None and scratch is None:
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".graphprune-")))
+        if masking is not None:
+            scratch = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix=".graphprune-", dir=scratch)))
         for segment in segments:
-            tensors = _initializers(proto, segment, path.parent, masking, scratch)
-            model = _segment_model(proto, segment, envs[0], tensors, masking)
-            session = segment_session(model, path.parent if masking is None else scratch,
-                                      optimized)
+            tensors = [_inline_small(inits[n], path.parent) for n in segment.initializers]
+            if masking is None:
+                model = _segment_model(proto, segment, envs[0], segment.nodes, tensors)
+                session = segment_session(model, path.parent, optimized)
+            else:
+                session = _masked_session(proto, segment, envs[0], tensors, masking,
+                                          path.parent, scratch, optimized)
             for env in envs:
                 outputs = session.run(segment.outputs, {n: env[n] for n in segment.inputs})
                 env.update(zip(segment.outputs, outputs, strict=True))
