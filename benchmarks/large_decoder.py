@@ -25,7 +25,8 @@ Then, each in a fresh subprocess whose wall time and peak RSS are measured
 (``getrusage(RUSAGE_CHILDREN)`` around one child each):
 
 1. ``cli``: ``python -m graphprune.cli MODEL --heads R --mlp R --no-bench -o OUT``, everything
-   the CLI does, its save-time self-check (ONNX checker, one onnxruntime run) included;
+   the CLI does, its save-time self-check (ONNX checker, onnxruntime runs of the input and the
+   output, the mask-equivalence oracle) included;
 2. ``phases``: the same steps in one child, timed one by one (load, analysis + rewrite, save
    without the check, ONNX checker, onnxruntime run), with the peak RSS after each.
 
@@ -35,11 +36,14 @@ are deleted afterwards unless ``--keep``.
 Example:
     python benchmarks/large_decoder.py --dir /work/cache/decoder --heads 0.25 --mlp 0.25
 
-Measured (2 shared cores, warm page cache, onnxruntime 1.32): 1.12B -> 0.88B parameters, heads
-16 -> 12 a layer (KV 4 -> 3); prune 4-7 s and save 3-11 s at 0.38 GiB peak RSS. The whole CLI
-job took 19-34 s at 3.45 GiB with the onnxruntime self-check alone, and 49.9 s at 8.09 GiB once
-the mask-equivalence oracle runs by default: onnxruntime copies every weight of each model it
-runs (original, pruned, masked) into its own memory, even unoptimized.
+Measured (2 cores shared with other jobs, load average 12-23, warm page cache, onnxruntime
+1.32): 1.12B -> 0.88B parameters, heads 16 -> 12 a layer (KV 4 -> 3), MLP 5632 -> 4224. The
+whole CLI job, default oracle included, peaks at 0.77 GiB RSS and uses 27.5 s of CPU (113-119 s
+wall on the loaded machine); the CLI before this change, interleaved with it, peaked at
+8.05-8.09 GiB with 36.6 s of CPU (118-163 s wall): onnxruntime prepacked a copy of every MatMul
+weight of each model it ran and the oracle wrote and ran a whole masked copy. Now the checks run
+models with more than 1 GiB of external data in segments of at most 512 MiB of weights, one
+session at a time (``graphprune.verify.segments``). Pruning alone (phases): 0.38 GiB.
 """
 
 from __future__ import annotations
@@ -303,6 +307,8 @@ def check_slices(source: Path, output: Path, report: dict) -> int:
 
 def _size(path: Path) -> int:
     """The model file and every external data file it names (whatever their names)."""
+    if str(ROOT) not in sys.path:  # run as a script: graphprune from this checkout
+        sys.path.insert(0, str(ROOT))
     from graphprune.report.costs import file_size
 
     return file_size(path)

@@ -281,7 +281,9 @@ def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:
         "kept": (np.arange(root.size) if kept_root is None else kept_root).tolist(),
         "tensors": tensors,
     }
-    if group.kind == "heads":  # whole heads: count them, not their channels
+    if group.kind == "heads":  # whole heads (GQA: KV heads, each with its query heads)
         report["heads_before"] = len(group.classes)
         report["heads_after"] = int(plan.keep[group.classes].sum())
+        report["query_heads_before"] = report["heads_before"] * group.heads_per_class
+        report["query_heads_after"] = report["heads_after"] * group.heads_per_class
     return report

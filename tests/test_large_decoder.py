@@ -96,6 +96,8 @@ def test_pruning_heads_and_mlp_is_mask_equivalent(small):
     assert len(heads) == SMALL.layers  # one group per layer: its KV heads with their queries
     assert all((g["heads_before"], g["heads_after"]) == (SMALL.kv_heads, SMALL.kv_heads // 2)
                for g in heads)
+    assert all((g["query_heads_before"], g["query_heads_after"]) == (SMALL.heads, SMALL.heads // 2)
+               for g in heads)
     pruned = {v.name: v.const_value.shape for v in result.model.graph.initializers.values()}
     half = SMALL.heads * SMALL.head_dim // 2
     assert all(tuple(pruned[f"layers.{i}.attn.q.weight"]) == (SMALL.hidden, half)

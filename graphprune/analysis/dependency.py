@@ -38,6 +38,8 @@ class Group:
         kind: ``"heads"`` when its classes are whole blocks of a split kept whole (attention
             heads: ``--heads`` sets their ratio, counted in whole heads), else ``"channels"``
             (conv channels, MLP neurons: ``--mlp``).
+        heads_per_class: Blocks (heads) one class holds on its widest blocked axis: ``G`` for
+            grouped-query attention (a KV head with its ``G`` query heads), else 1.
     """
 
     id: int
@@ -46,6 +48,7 @@ class Group:
     segments: tuple[np.ndarray, ...]
     axes: tuple[int, ...]
     kind: str = "channels"
+    heads_per_class: int = 1
 
     @property
     def name(self) -> str:
@@ -81,7 +84,8 @@ class _Collector:
         self.blocks: list[tuple[int, int, int]] = []  # whole axes blocked: (base, size, record)
         self.sources: list[ChannelAxis] = []
         self.choices: list[tuple[ir.Node, Choice | SplitChoice]] = []
-        self.block_axes: list[ChannelAxis] = []  # axes of couplings that join whole blocks
+        self.block_axes: list[tuple[ChannelAxis, int]] = []  # axes joined into whole blocks,
+        # with the elements of one block there
         self._shapes: dict[int, tuple[int | None, ...] | None] = {}
 
     def shape(self, value: ir.Value) -> tuple[int | None, ...] | None:
@@ -194,7 +198,8 @@ class _Collector:
     def couple(self, coupling: Coupling) -> tuple[ChannelAxis, ChannelAxis]:
         ea, eb = self.table.get(coupling.a), self.table.get(coupling.b)
         if coupling.blocks:
-            self.block_axes.append(eb)
+            blocks = eb.size if coupling.ib is None else len(np.unique(coupling.ib))
+            self.block_axes.append((eb, max(1, eb.size // max(1, blocks))))
         if coupling.ia is not None and not ea.opaque and not eb.opaque:
             ia, ib = coupling.ia, coupling.ib
         elif coupling.ia is None and not ea.opaque and not eb.opaque and ea.size == eb.size:
@@ -374,7 +379,7 @@ def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
     signature = layout.signatures()
     by_group = _split_by(prunable, label_group[prunable], len(keys))
     index_of = {id(entry): i for i, entry in enumerate(table.axes)}
-    block_axes = {index_of[id(entry)] for entry in col.block_axes}
+    block_axes = {index_of[id(entry)]: unit for entry, unit in col.block_axes}
     groups = []
     for g, key in enumerate(keys):
         root = sources[root_index[key]]
@@ -384,9 +389,22 @@ def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
         members = np.concatenate([on_root, rest]).astype(np.int64)
         parts = _segments(members, signature[members])
         axes = tuple(touched[g].tolist())
-        kind = "heads" if block_axes.intersection(axes) else "channels"
-        groups.append(Group(g, root, members, parts, axes, kind))
+        kind = "heads" if block_axes.keys() & set(axes) else "channels"
+        per_class = _heads_per_class(table, labels, members, block_axes, axes)
+        groups.append(Group(g, root, members, parts, axes, kind, per_class))
     return tuple(groups), tuple(blocked_sources)
+
+
+def _heads_per_class(table: AxisTable, labels: np.ndarray, members: np.ndarray,
+                     block_axes: dict[int, int], axes: tuple[int, ...]) -> int:
+    """The most blocks one class of ``members`` holds on any of its blocked axes (at least 1)."""
+    most = 1
+    for index in block_axes.keys() & set(axes):
+        on_axis = labels[table.axes[index].ids()]
+        mine = on_axis[np.isin(on_axis, members)]
+        if len(mine):
+            most = max(most, len(mine) // (len(np.unique(mine)) * block_axes[index]))
+    return most
 
 
 class _Layout:

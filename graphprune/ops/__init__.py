@@ -8,6 +8,7 @@ from graphprune.ops import (  # noqa: F401
     einsum,
     elementwise,
     gather,
+    grouped_attention,
     layout,
     linear,
     normalization,

@@ -86,7 +86,11 @@ def print_summary(report: dict, console: Console) -> None:
     for group in rows[:_MAX_ROWS]:
         channels = f"{group['channels_before']} -> {group['channels_after']}"
         if group.get("kind") == "heads":
-            channels += f" ({group['heads_before']} -> {group['heads_after']} heads)"
+            channels += f" ({group['heads_before']} -> {group['heads_after']} heads"
+            if group.get("query_heads_before", group["heads_before"]) != group["heads_before"]:
+                channels += (f" KV, {group['query_heads_before']} -> "
+                             f"{group['query_heads_after']} query")
+            channels += ")"
         _row(table, group["name"], len(group["tensors"]), channels)
     if len(rows) > _MAX_ROWS:
         _row(table, f"... {len(rows) - _MAX_ROWS} more groups (see the JSON report)", "", "")

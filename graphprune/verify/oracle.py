@@ -63,9 +63,12 @@ def _divisor_names(model: ir.Model) -> set[str]:
             if n.op_type == "Div" and len(n.inputs) > 1 and n.inputs[1] is not None}
 
 
-def _masked_array(array: np.ndarray, cuts, fill) -> np.ndarray:
-    """``array`` with the entries outside ``cuts`` set to ``fill`` (broadcast to the array)."""
-    array = np.array(array, copy=True)
+def _masked_array(array: np.ndarray, cuts, fill, copy: bool = True) -> np.ndarray:
+    """``array`` with the entries outside ``cuts`` set to ``fill`` (broadcast to the array).
+
+    ``copy=False`` masks a writable ``array`` in place.
+    """
+    array = np.array(array, copy=True) if copy else array
     fill = np.broadcast_to(np.asarray(fill, array.dtype), array.shape)
     for axis, kept in cuts:
         drop = np.setdiff1d(np.arange(array.shape[axis]), kept)
@@ -142,6 +145,23 @@ def write_masked(source: Path, masks: Masks, dest: Path) -> Path:
     return dest
 
 
+def session_options(optimized: bool = False):
+    """Session options of the checks: no graph optimizations (unless asked), no prepacking.
+
+    Prepacking copies every MatMul weight into onnxruntime's own layout: for a model with
+    external data (which onnxruntime maps) that doubles the resident memory, and a check runs
+    each model on two batches only.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.add_session_config_entry("session.disable_prepacking", "1")
+    options.log_severity_level = 4  # failures come back as exceptions, not log lines
+    return options
+
+
 def session(model: onnx.ModelProto | str | Path, optimized: bool = False):
     """An onnxruntime CPU session with every graph optimization off (exact arithmetic).
 
@@ -150,10 +170,7 @@ def session(model: onnx.ModelProto | str | Path, optimized: bool = False):
     """
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    if not optimized:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 4  # failures come back as exceptions, not log lines
+    options = session_options(optimized)
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
@@ -289,22 +306,64 @@ def check_oracle(source: Path, pruned: Path, masks: Masks, feeds: Sequence[Mappi
             the masked original sliced before comparing.
     """
     with tempfile.TemporaryDirectory(prefix=".graphprune-oracle-", dir=pruned.parent) as folder:
-        masked_path = write_masked(source, masks, Path(folder) / "masked.onnx")
-        masked_session = session(masked_path)
-        names = [o.name for o in masked_session.get_outputs()]
-        full = [masked_session.run(None, dict(f)) for f in feeds]
+        names, full, noise_of = _masked_outputs(source, masks, feeds, Path(folder))
         masked = [sliced_outputs(m, names, io or {}) for m in full]
-        del masked_session
         if pruned_outputs is None:
-            pruned_session = session(pruned)
-            pruned_outputs = [pruned_session.run(None, sliced_feeds(f, io or {})) for f in feeds]
+            pruned_outputs = run_model(pruned, [sliced_feeds(f, io or {}) for f in feeds])
         result = compare(names, masked, pruned_outputs, is_quantized(pruned), original_outputs)
         if not result.passed:  # judge it against the masked original's own rounding noise
-            noise = float_noise(masked_path, feeds, full)
-            result = dataclasses.replace(result, noise=noise)
+            result = dataclasses.replace(result, noise=noise_of(full))
     if not result.passed:
         raise VerificationError(
             f"pruned model differs from the masked original: relative error "
             f"{result.relative_error:.3g} > {result.tolerance:.0e} and > {NOISE_FACTOR}x the "
             f"model's own float noise {result.noise or 0:.2g} (mask-equivalence oracle)")
     return result
+
+
+def _masked_outputs(source: Path, masks: Masks, feeds: Sequence[Mapping], folder: Path):
+    """Output names, the masked original's outputs, and a function of them giving its noise.
+
+    A model with large external data runs in segments, masked as it goes (one segment's weights
+    in ``folder`` at a time); any other is written masked to ``folder`` and run whole.
+    """
+    from graphprune.verify.segments import Unsegmentable, is_large, run_in_segments
+
+    if is_large(source):
+        try:
+            full = run_in_segments(source, feeds, masks, scratch=folder)
+        except Unsegmentable:
+            pass
+        else:
+            names = [o.name for o in onnx.load(str(source), load_external_data=False).graph.output]
+
+            def noise(reference):
+                optimized = run_in_segments(source, feeds, masks, optimized=True, scratch=folder)
+                return max(relative_error(r, o) for r, o in zip(reference, optimized, strict=True))
+
+            return names, full, noise
+    masked_path = write_masked(source, masks, folder / "masked.onnx")
+    masked_session = session(masked_path)
+    names = [o.name for o in masked_session.get_outputs()]
+    full = [masked_session.run(None, dict(f)) for f in feeds]
+    del masked_session
+    return names, full, lambda reference: float_noise(masked_path, feeds, reference)
+
+
+def run_model(path: Path, feeds: Sequence[Mapping]) -> list[list[np.ndarray]]:
+    """The outputs of the model at ``path`` on every batch (onnxruntime's errors propagate).
+
+    A model with large external data is loaded whole once (mapped, not run), then run in
+    segments (:mod:`graphprune.verify.segments`); any other runs in one session.
+    """
+    from graphprune.verify.segments import Unsegmentable, is_large, run_in_segments
+
+    if is_large(path):
+        whole = session(path)  # loads as one model: graph, types, kernels, external data
+        del whole
+        try:
+            return run_in_segments(path, feeds)
+        except Unsegmentable:
+            pass
+    model = session(path)
+    return [model.run(None, dict(f)) for f in feeds]

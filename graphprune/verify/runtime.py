@@ -15,7 +15,7 @@ import numpy as np
 from graphprune._io import load_model
 from graphprune.errors import InputError, VerificationError, one_line
 from graphprune.inputs import read_interface, valid_feeds
-from graphprune.verify.oracle import Masks, OracleResult, check_oracle, session
+from graphprune.verify.oracle import Masks, OracleResult, check_oracle, run_model
 from graphprune.verify.resized_io import Cuts, sliced_feeds, sliced_outputs
 from graphprune.verify.structural import check_file
 
@@ -44,9 +44,8 @@ def random_feeds(session, seed: int = 0, dim: int = 1) -> dict[str, np.ndarray]:
 
 
 def run_all(path: Path, feeds: Feeds) -> Outputs:
-    """The outputs of the model at ``path`` on every batch (onnxruntime's errors propagate)."""
-    model = session(path)
-    return [model.run(None, dict(f)) for f in feeds]
+    """The outputs of the model at ``path`` on every batch (see :func:`oracle.run_model`)."""
+    return run_model(Path(path), feeds)
 
 
 def check_input_runs(path: Path, feeds: Feeds) -> Outputs:
