@@ -100,7 +100,7 @@ class Worker:
         self.job = job
         self.model = load_model(job.model)
         self.analysis = analyze_channels(self.model, job.exclude)
-        self.macs = CostModel(self.model, job.input_shapes).costs().macs
+        self.costs = CostModel(self.model, job.input_shapes).costs()
         self.batches = job_batches(job)
         self.names, self.reference = run_outputs(self.model, self.batches)
 
@@ -126,7 +126,8 @@ class Worker:
         labels = self.removal(trial)
         record["removed"] = len(labels)
         if not len(labels):  # rounding keeps the whole group: the original, unchanged
-            return {**record, "channels_after": group.root.size, "macs": self.macs,
+            return {**record, "channels_after": group.root.size, "macs": self.costs.macs,
+                    "params": self.costs.params,
                     "rel_l2": 0.0, "cosine": 1.0, "top1_agreement": self._top1_same()}
         try:
             result = graphprune.prune(self.model.clone(), removed=labels,
@@ -139,7 +140,8 @@ class Worker:
         if names != self.names or metrics.get("error"):
             return {**record, "error": metrics.get("error", "the outputs changed names")}
         return {**record, "channels_after": result.groups[index]["channels_after"],
-                "macs": result.after.macs, "rel_l2": _number(metrics["rel_l2"]),
+                "macs": result.after.macs, "params": result.after.params,
+                "rel_l2": _number(metrics["rel_l2"]),
                 "cosine": _number(metrics["cosine"]),
                 "top1_agreement": _number(metrics["top1_agreement"])}
 
