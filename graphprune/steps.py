@@ -130,6 +130,8 @@ class _Original:
 def _check(steps: int, options: dict) -> None:
     if steps < 1:
         raise UsageError(f"--steps must be at least 1, got {steps}")
+    if steps == 1:
+        return
     if options.get("removed") is not None:
         raise UsageError("--steps chooses the channels of every step: no explicit removal")
     if options.get("allocation") == "sensitivity":

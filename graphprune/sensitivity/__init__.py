@@ -33,12 +33,26 @@ def _scores(model, criterion: str, job: Job, seed: int):
     from graphprune.analysis import analyze_channels
     from graphprune.calibration import CalibrationProvider
     from graphprune.importance import NEEDS_CALIBRATION, ScoringContext, score
-    from graphprune.sensitivity.worker import job_batches
-
     analysis = analyze_channels(model, job.exclude)
-    provider = (CalibrationProvider(model, job_batches(job))
-                if criterion in NEEDS_CALIBRATION else None)
+    batches = _checked_batches(model, job)
+    provider = CalibrationProvider(model, batches) if criterion in NEEDS_CALIBRATION else None
     return analysis, score(criterion, ScoringContext(analysis, model, provider, seed))
+
+
+def _checked_batches(model, job: Job):
+    """The job's batches, after checking here that the original runs on the first one."""
+    from graphprune.errors import one_line
+    from graphprune.sensitivity.worker import job_batches, run_outputs
+
+    batches = job_batches(job)
+    if not batches:
+        raise UsageError("sensitivity: no input batches")
+    try:
+        run_outputs(model, batches[:1])
+    except Exception as exc:  # onnxruntime raises its own kinds
+        raise InputError(f"onnxruntime cannot run the input model on the sensitivity inputs: "
+                         f"{one_line(exc)} (set them with --input-shape or --data)") from exc
+    return batches
 
 
 def _check_ratios(ratios: Sequence[float]) -> list[float]:
