@@ -430,13 +430,18 @@ def analyze(ctx: click.Context, model: Path, exclude: tuple[str, ...], json_path
 def _sensitivity(model: Path, exclude, json_path: str | None, ratios: str, criterion: str,
                  round_to: int, workers: int | None, ray_address: str | None, input_shapes,
                  data: Path | None, calib_samples: int, seed: int) -> None:
+    from graphprune.sensitivity import parse_ratios as parse_sensitivity_ratios
     from graphprune.sensitivity import sensitivity
+    from graphprune.sensitivity.executors import import_ray
     from graphprune.sensitivity.report import print_sensitivity
 
+    ratio_list = parse_sensitivity_ratios(ratios)  # before any work
+    if ray_address is not None:
+        import_ray()  # a missing Ray is a usage error
     if data is None:
         print_line("note: sensitivity on random inputs (no --data): output change on random "
                    "inputs, not on real data", terminal_console(stderr=True), style="yellow")
-    table = sensitivity(model, parse_ratios(ratios), data=None if data is None else str(data),
+    table = sensitivity(model, ratio_list, data=None if data is None else str(data),
                         samples=calib_samples, criterion=criterion, round_to=round_to,
                         exclude=exclude, seed=seed, input_shapes=parse_input_shapes(input_shapes),
                         workers=workers, ray=ray_address)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from graphprune.errors import InputError, UsageError
-from graphprune.sensitivity.executors import default_workers, run_local, run_ray
+from graphprune.sensitivity.executors import default_workers, import_ray, run_local, run_ray
 from graphprune.sensitivity.worker import Job
 
 DEFAULT_RATIOS = (0.25, 0.5)
@@ -53,6 +53,17 @@ def _checked_batches(model, job: Job):
         raise InputError(f"onnxruntime cannot run the input model on the sensitivity inputs: "
                          f"{one_line(exc)} (set them with --input-shape or --data)") from exc
     return batches
+
+
+def parse_ratios(text: str) -> list[float]:
+    """``"0.25,0.5"`` -> ``[0.25, 0.5]``; each in (0, 1) (UsageError otherwise)."""
+    try:
+        ratios = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        ratios = []
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise UsageError(f"--ratios must be comma-separated numbers in (0, 1), got '{text}'")
+    return sorted(set(ratios))
 
 
 def _check_ratios(ratios: Sequence[float]) -> list[float]:
@@ -95,6 +106,8 @@ def sensitivity(
     from graphprune.report.costs import CostModel
 
     ratios = _check_ratios(ratios)
+    if ray is not None:
+        import_ray()  # before any work
     if round_to < 1:
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
     if workers is not None and workers < 1:
@@ -155,4 +168,4 @@ def load_table(table) -> dict:
     return found
 
 
-__all__ = ["DEFAULT_RATIOS", "FORMAT", "load_table", "sensitivity"]
+__all__ = ["DEFAULT_RATIOS", "FORMAT", "load_table", "parse_ratios", "sensitivity"]
