@@ -239,7 +239,8 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
         report = build_report(result, source=reference, output=output, measurement=measurement,
                               settings={"ratio": ratio, "heads": heads, "mlp": mlp,
                                         "allocation": allocation if target_macs is None
-                                        and target_params is None else "target",
+                                        and target_params is None
+                                        or allocation == "sensitivity" else "target",
                                         "target_macs": target_macs,
                                         "target_params": target_params,
                                         "resize_io": list(resize_io),

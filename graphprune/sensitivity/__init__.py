@@ -127,8 +127,7 @@ def sensitivity(
         count = workers or default_workers()
         records = run_local(job, trials, count)
     else:
-        count = workers
-        records = run_ray(job, trials, ray, workers)
+        records, count = run_ray(job, trials, ray, workers)
     seconds = time.perf_counter() - start
     costs = CostModel(loaded, shapes).costs()
     return {

@@ -96,8 +96,8 @@ def _connect(ray, address: str) -> bool:
 
 
 def run_ray(job: Job, trials: Sequence[Trial], address: str = "auto",
-            workers: int | None = None) -> list[dict]:
-    """Records of ``trials`` in order, on Ray actors (default: one per CPU of the cluster)."""
+            workers: int | None = None) -> tuple[list[dict], int]:
+    """Records of ``trials`` in order and the actor count (default: the cluster's CPUs)."""
     ray = import_ray()
     from ray.util import ActorPool
 
@@ -109,7 +109,8 @@ def run_ray(job: Job, trials: Sequence[Trial], address: str = "auto",
         shared = ray.put(job)
         actors = [actor.remote(shared) for _ in range(count)]
         try:
-            return list(ActorPool(actors).map(lambda a, t: a.run.remote(t), list(trials)))
+            found = ActorPool(actors).map(lambda a, t: a.run.remote(t), list(trials))
+            return list(found), count
         finally:
             for handle in actors:
                 ray.kill(handle)

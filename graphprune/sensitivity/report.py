@@ -36,7 +36,7 @@ def print_sensitivity(table: dict, console: Console) -> None:
         view.add_row(*(Text(c) for c in cells))
     console.print(view)
     run = table["executor"]
-    where = "Ray" if run["kind"] == "ray" else "local processes"
-    console.print(Text(f"{len(table['trials'])} trials on {run['workers'] or 'all'} {where} "
+    where = "Ray actors" if run["kind"] == "ray" else "local processes"
+    console.print(Text(f"{len(table['trials'])} trials on {run['workers']} {where} "
                        f"in {run['seconds']:.1f} s (calibration: "
                        f"{printable(table['calibration']['origin'])})"), soft_wrap=True)
