@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -108,14 +109,31 @@ def test_two_local_workers_give_the_same_table(tiny, table):
 def test_ray_gives_the_same_table(tiny, table):
     import ray
 
+    handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it in this process
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
              log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         found = sensitivity(tiny, (0.25, 0.5), ray="auto", workers=2, **OPTIONS)
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGTERM, handler)
     assert found["trials"] == table["trials"]
     assert found["executor"]["kind"] == "ray"
+
+
+@pytest.mark.slow
+def test_cli_ray_auto_starts_a_local_instance_and_keeps_the_sigterm_handler(tiny, tmp_path,
+                                                                           capsys):
+    local, path = tmp_path / "local.json", tmp_path / "ray.json"
+    common = ["analyze", str(tiny), "--sensitivity", "--round-to", "1", "--calib-samples", "2"]
+    assert main([*common, "--workers", "1", "--json", str(local)]) == 0
+    handler = signal.getsignal(signal.SIGTERM)
+    assert main([*common, "--ray", "auto", "--workers", "2", "--json", str(path)]) == 0, \
+        capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is handler
+    found, expected = load_table(path), load_table(local)
+    assert found["trials"] == expected["trials"]
+    assert found["executor"] == {**found["executor"], "kind": "ray", "workers": 2}
 
 
 def test_ray_missing_is_one_line(tiny, monkeypatch, capsys):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -87,11 +88,14 @@ def _connect(ray, address: str) -> bool:
     package_root = str(Path(__file__).resolve().parents[2])
     env = {"PYTHONPATH": os.pathsep.join(
         p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    handler = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=None if address == "auto" else address, include_dashboard=False,
                  log_to_driver=False, runtime_env={"env_vars": env})
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UsageError(f"--ray {address}: cannot connect to Ray ({exc})") from exc
+    finally:  # ray.init replaces the driver's SIGTERM handler: keep the CLI's (staging cleanup)
+        signal.signal(signal.SIGTERM, handler)
     return True
 
 
