@@ -49,6 +49,8 @@ from graphprune.report.writers import (
     write_prune_reports,
     write_sweep_reports,
 )
+from graphprune.sensitivity import DEFAULT_RATIOS as DEFAULT_SENSITIVITY_RATIOS
+from graphprune.steps import prune_in_steps
 from graphprune.verify.resized_io import resized_inputs
 from graphprune.verify.runtime import SelfCheck
 
@@ -150,10 +152,18 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
               help="Share of whole attention heads removed per layer (default: --ratio).")
 @click.option("--mlp", type=float, default=None,
               help="Share of channels and MLP neurons removed per group (default: --ratio).")
-@click.option("--allocation", type=click.Choice(["uniform", "global"]), default="uniform",
-              show_default=True,
+@click.option("--allocation", type=click.Choice(["uniform", "global", "sensitivity"]),
+              default="uniform", show_default=True,
               help="uniform: --ratio of every group; global: --ratio of all channels, ranked "
-                   "together by standardized scores, every group keeping at least a tenth.")
+                   "together by standardized scores, every group keeping at least a tenth; "
+                   "sensitivity: per-group widths from --sensitivity-json, least summed output "
+                   "change for --ratio or --target-macs/--target-params.")
+@click.option("--sensitivity-json", type=click.Path(path_type=Path), default=None,
+              help="With --allocation sensitivity: the table of graphprune analyze MODEL "
+                   "--sensitivity --json PATH (same --criterion and --round-to).")
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Prune gradually in this many steps, re-scoring (and compensating) "
+                   "between steps; the last step ends at --ratio / the target.")
 @click.option("--target-macs", type=float, default=None,
               help="Keep this fraction of the original MACs, in (0, 1], within 2% after "
                    "rounding: implies global ranking; --ratio, --heads, --mlp are ignored.")
@@ -184,8 +194,9 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
 @click.option("--debug", is_flag=True,
               help="Strict checks after the rewrite; tracebacks on errors.")
 def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, allocation: str,
-          target_macs: float | None, target_params: float | None,
-          target_latency: float | None, resize_io: tuple[str, ...],
+          sensitivity_json: Path | None, steps: int, target_macs: float | None,
+          target_params: float | None, target_latency: float | None,
+          resize_io: tuple[str, ...],
           output: Path | None, criterion: str, round_to: int,
           exclude: tuple[str, ...], seed: int, compensate: str, bench: bool,
           input_shapes: tuple[str, ...],
@@ -215,13 +226,15 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
         calibration = _calibration(model, criterion, compensate, input_shapes, data,
                                    calib_samples, seed)
         with step(progress, "pruning"):
-            result = graphprune.prune(model, ratio, criterion=criterion, round_to=round_to,
+            result = prune_in_steps(model, ratio, steps=steps, criterion=criterion,
+                                      round_to=round_to,
                                       exclude=exclude, seed=seed, debug=debug, heads=heads,
                                       mlp=mlp, resize_io=resize_io,
                                       input_shapes=parse_input_shapes(input_shapes),
                                       allocation=allocation, target_macs=target_macs,
                                       target_params=target_params, calibration=calibration,
-                                      compensate=methods, target_latency=target_latency)
+                                      compensate=methods, target_latency=target_latency,
+                                      **_sensitivity_table(allocation, sensitivity_json))
         check.masks = result.masks if oracle and not result.compensation else None
         check.io = result.io
         with step(progress, "checking and writing the model"):
@@ -234,7 +247,8 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
                                   progress)
         report = build_report(result, source=reference, output=output, measurement=measurement,
                               settings={"ratio": ratio, "heads": heads, "mlp": mlp,
-                                        "allocation": "target" if given else allocation,
+                                        "allocation": allocation if allocation ==
+                                        "sensitivity" or not given else "target",
                                         "target_macs": target_macs,
                                         "target_params": target_params,
                                         "target_latency": target_latency,
@@ -243,6 +257,9 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
                                         "round_to": round_to, "exclude": list(exclude),
                                         "seed": seed,
                                         "compensate": list(methods),
+                                        "steps": steps,
+                                        "sensitivity": sensitivity_json and
+                                        str(sensitivity_json),
                                         "calibration": calibration and {
                                             "origin": calibration.origin,
                                             "batches": len(calibration.batches)}},
@@ -263,6 +280,16 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
                       f"{change['after']} (allocate it so when serving)", markup=False,
                       highlight=False)
     print_line(f"wrote {output}, {paths[0]} and {paths[1]}", console)
+
+
+def _sensitivity_table(allocation: str, path: Path | None) -> dict:
+    """``prune``'s ``sensitivity`` keyword: the table path where one is given."""
+    if allocation == "sensitivity" and path is None:
+        raise UsageError("--allocation sensitivity needs --sensitivity-json PATH (write it "
+                         "with graphprune analyze MODEL --sensitivity --json PATH)")
+    if path is not None and allocation != "sensitivity":
+        raise UsageError("--sensitivity-json needs --allocation sensitivity")
+    return {} if path is None else {"sensitivity": str(path)}
 
 
 @cli.command(name="bench")
@@ -346,21 +373,60 @@ def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models
     print_line(f"wrote {paths[0]} and {paths[1]}", console)
 
 
+_SENSITIVITY_OPTIONS = [
+    click.option("--sensitivity", is_flag=True,
+                 help="Prune every group alone at each of --ratios and measure the output "
+                      "change against the original on --data (trials in parallel)."),
+    click.option("--ratios", default=",".join(f"{r:g}" for r in DEFAULT_SENSITIVITY_RATIOS),
+                 show_default=True, help="--sensitivity: comma-separated ratios in (0, 1)."),
+    click.option("--criterion", type=click.Choice(sorted(SCORERS)), default="l1",
+                 show_default=True, help="--sensitivity: which channels a trial removes."),
+    click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
+                 help="--sensitivity: as for prune (use the value you will prune with)."),
+    click.option("--workers", type=click.IntRange(min=1), default=None,
+                 help="--sensitivity: local worker processes (default: CPU count), or Ray "
+                      "actors with --ray (default: the cluster's CPUs)."),
+    click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS",
+                 help="--sensitivity: run the trials on Ray: auto (RAY_ADDRESS, a running "
+                      "cluster, else a local instance) or a cluster address."),
+    click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
+                 help="--sensitivity: as for prune."),
+    click.option("--data", type=click.Path(path_type=Path), default=None,
+                 help="--sensitivity: inputs, as for prune (default: random)."),
+    click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES,
+                 show_default=True, help="--sensitivity: most input batches used."),
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="--sensitivity: seed of random inputs."),
+]
+
+
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="As for prune.")
 @click.option("--json", "json_path", is_flag=False, flag_value="-", default=None,
               metavar="[FILE|-]",
-              help="Write the analysis as JSON to FILE, or to stdout instead of the tables.")
+              help="Write the analysis (the sensitivity table with --sensitivity) as JSON to "
+                   "FILE, or to stdout instead of the tables.")
+@_options(_SENSITIVITY_OPTIONS)
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
-def analyze(model: Path, exclude: tuple[str, ...], json_path: str | None, debug: bool) -> None:
+@click.pass_context
+def analyze(ctx: click.Context, model: Path, exclude: tuple[str, ...], json_path: str | None,
+            sensitivity: bool, debug: bool, **options) -> None:
     """Print the channel groups of MODEL and the channels that stay whole.
 
-    Writes nothing unless --json names a file.
+    With --sensitivity, print (and with --json write) how much the output changes when each
+    group alone is pruned. Writes nothing unless --json names a file.
     """
     del debug
     if json_path not in (None, "-"):
         check_output(Path(json_path), model)
+    if sensitivity:
+        _sensitivity(model, exclude, json_path, **options)
+        return
+    given = [f"--{k.replace('_', '-')}" for k in options
+             if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only with --sensitivity")
     analysis = graphprune.analyze(model, exclude)
     warnings = analysis_warnings(analysis, exclude)
     print_warnings([w.as_dict() for w in warnings], terminal_console(stderr=True))
@@ -384,6 +450,33 @@ def _latency_line(entry: dict) -> str:
             f"predicted {entry['predicted']:.3f}x{achieved} "
             f"(lookup {entry['lookup']['lookup_s']:.1f} s, "
             f"{entry['lookup']['lookup_cpu_s']:.1f} s CPU)")
+
+
+def _sensitivity(model: Path, exclude, json_path: str | None, ratios: str, criterion: str,
+                 round_to: int, workers: int | None, ray_address: str | None, input_shapes,
+                 data: Path | None, calib_samples: int, seed: int) -> None:
+    from graphprune.sensitivity import parse_ratios as parse_sensitivity_ratios
+    from graphprune.sensitivity import sensitivity
+    from graphprune.sensitivity.executors import import_ray
+    from graphprune.sensitivity.report import print_sensitivity
+
+    ratio_list = parse_sensitivity_ratios(ratios)  # before any work
+    if ray_address is not None:
+        import_ray()  # a missing Ray is a usage error
+    if data is None:
+        print_line("note: sensitivity on random inputs (no --data): output change on random "
+                   "inputs, not on real data", terminal_console(stderr=True), style="yellow")
+    table = sensitivity(model, ratio_list, data=None if data is None else str(data),
+                        samples=calib_samples, criterion=criterion, round_to=round_to,
+                        exclude=exclude, seed=seed, input_shapes=parse_input_shapes(input_shapes),
+                        workers=workers, ray=ray_address)
+    if json_path == "-":
+        click.echo(json.dumps(table, indent=1))
+        return
+    print_sensitivity(table, terminal_console())
+    if json_path is not None:
+        write_json(table, Path(json_path))
+        print_line(f"wrote {json_path}", terminal_console())
 
 
 def _line(text: object) -> str:

@@ -80,12 +80,19 @@ def analyze(model: ir.Model | str | os.PathLike, exclude: Sequence[str] = (),
 
 
 def _select(analysis: ChannelAnalysis, criterion: str, seed: int, allocation: str,
-            costs: CostModel, budget: Budget, provider: CalibrationProvider) -> np.ndarray:
+            costs: CostModel, budget: Budget, provider: CalibrationProvider,
+            sensitivity=None) -> np.ndarray:
     if criterion not in SCORERS:
         raise UsageError(f"unknown criterion '{criterion}' (choose from {', '.join(SCORERS)})")
     scores = score(criterion, ScoringContext(analysis, analysis.model, provider, seed))
-    name = "target" if budget.target is not None else allocation
-    return ALLOCATORS[name](analysis, scores, costs, budget)
+    allocator = ALLOCATORS[allocation]
+    if budget.target is not None and not getattr(allocator, "handles_targets", False):
+        allocator = ALLOCATORS["target"]
+    if sensitivity is not None:  # the sensitivity allocator's table
+        from graphprune.sensitivity import load_table
+
+        return allocator(analysis, scores, costs, budget, table=load_table(sensitivity))
+    return allocator(analysis, scores, costs, budget)
 
 
 def _budget(ratios: dict[str, float], round_to: int, allocation: str, target_macs: float | None,
@@ -144,6 +151,7 @@ def prune(
     compensate: str | Sequence[str] | None = None,
     target_latency: float | None = None,
     latency_timer=None,
+    sensitivity=None,
 ) -> PruneResult:
     """Prunes ``ratio`` of the channels of every prunable group of ``model``.
 
@@ -163,9 +171,10 @@ def prune(
             every change is listed in ``PruneResult.io``.
         input_shapes: Sizes of symbolic input dims by input name (``--input-shape``); costs are
             counted at these shapes (default: batch 1, image H and W 224).
-        allocation: ``uniform`` (``ratio`` of every group) or ``global`` (``ratio`` of all
+        allocation: ``uniform`` (``ratio`` of every group), ``global`` (``ratio`` of all
             channels, ranked together by standardized scores; every group keeps at least a
-            tenth), from :data:`graphprune.allocation.ALLOCATORS`.
+            tenth) or ``sensitivity`` (per-group widths from ``sensitivity``, least summed
+            output change), from :data:`graphprune.allocation.ALLOCATORS`.
         target_macs: Share of the original MACs to keep, in ``(0, 1]``: the global ranking is
             cut where the pruned model meets it within 2% after rounding (``ratio``, ``heads``
             and ``mlp`` are then not used); a ``target_missed`` warning when it cannot.
@@ -185,6 +194,8 @@ def prune(
             10%). Excludes ``target_macs`` and ``target_params``.
         latency_timer: What times the lookup (default: onnxruntime;
             :class:`graphprune.allocation.latency.Timer`, for tests).
+        sensitivity: With ``allocation="sensitivity"``: the table of
+            :func:`graphprune.sensitivity.sensitivity` (a dict or its JSON path).
     """
     ratios = {"heads": ratio if heads is None else heads,
               "channels": ratio if mlp is None else mlp}
@@ -194,6 +205,11 @@ def prune(
     if round_to < 1:
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
     budget = _budget(ratios, round_to, allocation, target_macs, target_params, target_latency)
+    if (sensitivity is not None) != (allocation == "sensitivity"):
+        raise UsageError("allocation 'sensitivity' and a sensitivity table go together "
+                         "(--allocation sensitivity --sensitivity-json PATH)")
+    if allocation == "sensitivity" and target_latency is not None:
+        raise UsageError("allocation 'sensitivity' does not take a latency target")
     methods = parse_compensate(compensate)
     model = _as_model(model)
     analysis = analyze_channels(model, exclude, resize_io)
@@ -210,7 +226,8 @@ def prune(
                                   "input_shapes": input_shapes})
         budget = dataclasses.replace(budget, objective=latency.model.share)
     if removed is None:
-        removed = _select(analysis, criterion, seed, allocation, cost_model, budget, provider)
+        removed = _select(analysis, criterion, seed, allocation, cost_model, budget, provider,
+                          sensitivity)
     warnings = tuple(prune_warnings(analysis, len(removed), ratio=max(ratios.values()),
                                     round_to=round_to, exclude=exclude, selected=selected))
     if budget.target is not None and not selected:  # the ratio was not used: say what was
