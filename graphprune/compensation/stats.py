@@ -50,13 +50,14 @@ class StatsRecalibrationPass(ir.passes.InPlacePass):
 
     Args:
         context: The original, the plan and the calibration batches.
-        clip: Bounds of the per-channel scale ``s``.
+        clip: Bounds of the per-channel scale ``s`` (default :data:`CLIP`).
     """
 
-    def __init__(self, context: CompensationContext, clip: tuple[float, float] = CLIP) -> None:
+    def __init__(self, context: CompensationContext,
+                 clip: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.context = context
-        self.clip = clip
+        self.clip = tuple(clip or CLIP)
         self.report: dict = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
