@@ -262,3 +262,56 @@ def test_fidelity_on_data_improves_on_a_zoo_resnet(tmp_path):
         result = graphprune.prune(path, 0.5, round_to=1, compensate=method, calibration=calib)
         errors[method] = _relative_error(reference, outputs(result.model))
     assert errors["stats"] < 0.8 * errors["none"], errors
+
+
+def test_matmul_layers_get_a_bias_add_and_their_statistics_back(monkeypatch):
+    """MatMul by a constant (channels last, no bias input): the pass adds an ``Add``."""
+    proto = model(f"""{HEADER}
+g (float[N,T,6] x) => (float[N,T,4] y) {{
+  h = MatMul (x, w1)
+  r = Relu (h)
+  y = MatMul (r, w2)
+}}""", w1=(6, 8), w2=(8, 4))
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.standard_normal((2, 5, 6)).astype(np.float32)} for _ in range(3)]
+    monkeypatch.setitem(COMPENSATIONS, "stats",
+                        functools.partial(stats.StatsRecalibrationPass, clip=WIDE))
+    result = graphprune.prune(ir.from_proto(proto), 0.5, round_to=1, compensate="stats",
+                              calibration=feeds)
+    assert sum(n.op_type == "Add" for n in result.model.graph) >= 1
+    assert [o.name for o in result.model.graph.outputs] == ["y"]
+
+    def last_axis(m):
+        return collect_stats(m, feeds, {"y": 2})["y"]
+
+    original, after = last_axis(ir.from_proto(proto)), last_axis(result.model)
+    np.testing.assert_allclose(after.mean, original.mean, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt(after.var), np.sqrt(original.var), rtol=1e-3)
+    plain = graphprune.prune(ir.from_proto(proto), 0.5, round_to=1, calibration=feeds)
+    assert not np.allclose(np.sqrt(last_axis(plain.model).var), np.sqrt(original.var),
+                           rtol=1e-2)
+
+
+@pytest.mark.parametrize("op, w_shape", [("Conv", (6, 2, 3, 3)), ("ConvTranspose", (4, 3, 3, 3))])
+def test_apply_scales_each_output_channel_of_grouped_layers(op, w_shape):
+    """``apply(layer, s, b)`` turns ``y`` into ``s * (y - b_old) + b`` per output channel."""
+    import onnxruntime as ort
+
+    proto = model(f"""{HEADER}
+g (float[N,4,H,W] x) => (float[N,6,Ho,Wo] y) {{
+  y = {op} <group = 2> (x, w, b)
+}}""", w=w_shape, b=(6,))
+    feed = {"x": np.random.default_rng(1).standard_normal((2, 4, 5, 5)).astype(np.float32)}
+
+    def run(p):
+        return ort.InferenceSession(p.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+    before = run(proto)
+    edited = ir.from_proto(proto)
+    (layer,) = linear_layers(edited)
+    old = layer.bias()
+    s, b = np.arange(1.0, 7.0), np.linspace(-1, 1, 6)
+    stats.apply(layer, s, b)
+    expected = (before - old.reshape(1, 6, 1, 1)) * s.reshape(1, 6, 1, 1) + b.reshape(1, 6, 1, 1)
+    np.testing.assert_allclose(run(ir.to_proto(edited)), expected, rtol=1e-4, atol=1e-4)
