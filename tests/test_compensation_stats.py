@@ -315,3 +315,20 @@ g (float[N,4,H,W] x) => (float[N,6,Ho,Wo] y) {{
     stats.apply(layer, s, b)
     expected = (before - old.reshape(1, 6, 1, 1)) * s.reshape(1, 6, 1, 1) + b.reshape(1, 6, 1, 1)
     np.testing.assert_allclose(run(ir.to_proto(edited)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_weights_in_constant_nodes_are_layers_too():
+    """PP-OCR's exports hold every weight in a ``Constant`` node, not an initializer."""
+    proto = branches()
+    inits = {i.name: i for i in proto.graph.initializer}
+    nodes = [onnx.helper.make_node("Constant", [], [name], value=inits[name], name=name)
+             for name in ("w1", "w4")]
+    kept = [i for i in proto.graph.initializer if i.name not in ("w1", "w4")]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    body = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes + body)
+    assert len(linear_layers(ir.from_proto(proto))) == 6
+    result = prune(proto)
+    assert result.compensation[0]["layers"] == 6
