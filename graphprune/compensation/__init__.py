@@ -56,5 +56,7 @@ def compensate(context: CompensationContext, names: Sequence[str]) -> list[dict]
     return reports
 
 
+from graphprune.compensation import stats as _stats  # noqa: E402,F401  (registers "stats")
+
 __all__ = ["COMPENSATIONS", "ORDER", "CompensationContext", "compensate", "original_proto",
            "parse_compensate"]

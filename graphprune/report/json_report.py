@@ -4,8 +4,9 @@ The prune report's ``before`` and ``after`` hold parameters, MACs (total, per op
 the input ``shapes`` the MACs were counted at and ``notes`` on inexact counts, file size and
 latency per execution provider; ``fidelity`` compares the outputs of the pruned model with the
 original's on the same inputs; ``oracle`` is the mask-equivalence check of the written model
-(relative error against its tolerance, None when skipped); ``environment`` says what it was
-measured on.
+(relative error against its tolerance, None when skipped); ``compensation`` lists the passes run
+(the oracle is skipped after one: compensation departs from the masked original by design);
+``environment`` says what it was measured on.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def build_report(result: PruneResult, *, source: Path, output: Path, settings: d
         "ratios": _ratios(before, after),
         "fidelity": measurement.fidelity[1] if measurement else None,
         "oracle": oracle.as_dict() if oracle is not None else None,
+        "compensation": result.compensation,  # one report per pass; the oracle is then skipped
         "environment": measurement.environment if measurement else None,
         "notices": list(measurement.notices) if measurement else [],
         "warnings": [w.as_dict() for w in result.warnings],

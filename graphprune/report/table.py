@@ -111,6 +111,13 @@ def print_summary(report: dict, console: Console) -> None:
         print_line(f"mask-equivalence oracle (pruned vs masked original, "
                    f"{oracle['batches']} batches): relative error "
                    f"{oracle['relative_error']:.2g}, tolerance {oracle['tolerance']:.0e}", console)
+    compensation = report.get("compensation") or []
+    for entry in compensation:
+        details = ", ".join(f"{k} {v}" for k, v in entry.items() if k != "name")
+        print_line(f"compensation {entry['name']}: {details}", console)
+    if compensation:
+        names = ",".join(e["name"] for e in compensation)
+        print_line(f"oracle: skipped (compensated: {names})", console)
     if report.get("environment"):
         print_line(f"measured on {environment_line(report['environment'])}", console)
 
