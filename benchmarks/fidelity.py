@@ -109,9 +109,10 @@ class Setting:
 
     @property
     def allocation(self) -> str:
+        """``uniform`` (at the ratio), ``uniform@macs`` (ratio searched), ``target_macs``."""
         if self.macs is None:
             return "uniform"
-        return f"uniform@macs={self.macs:g}" if self.uniform else f"target_macs={self.macs:g}"
+        return "uniform@macs" if self.uniform else "target_macs"
 
     @property
     def calibrated(self) -> bool:
@@ -254,7 +255,8 @@ def run_setting(setting: Setting, task, work: Path, calib: Mapping[str, Path] | 
     """
     row = dataclasses.asdict(setting)
     row.update(extra=dict(setting.extra), allocation=setting.allocation)
-    del row["macs"], row["uniform"]
+    row["macs_target"] = row.pop("macs")
+    del row["uniform"]
     start = time.perf_counter()
     try:
         kwargs = setting.kwargs(calib)

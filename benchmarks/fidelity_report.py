@@ -1,11 +1,11 @@
 """Tables and the plot of the fidelity benchmark's rows (``benchmarks/fidelity.py``).
 
 A row is one model pruned (or simplified) one way: ``target``, ``criterion``, ``compensate``,
-``allocation`` (``uniform`` at ``ratio``; ``target`` at ``--macs``, criterion-ranked; ``uniform``
-matched to ``--macs`` by searching the ratio; ``simplifier``), ``round_to``, ``extra`` (further
-prune keywords), then ``macs_ratio``, ``params_ratio``, optional ``latency_ratio``, the task
-``metric`` and ``score`` and graded fidelity (``det_iou``, ``rec_agree``, ``cls_agree``,
-``top5``, ``cos_min``), or ``error``.
+``allocation`` (``uniform`` at ``ratio``; ``target_macs`` at the ``macs_target`` level,
+criterion-ranked; ``uniform@macs``: uniform, its ratio searched to meet ``macs_target``;
+``simplifier``), ``round_to``, ``extra`` (further prune keywords), then ``macs_ratio``,
+``params_ratio``, optional ``latency_ratio``, the task ``metric`` and ``score`` and graded
+fidelity (``det_iou``, ``rec_agree``, ``cls_agree``, ``top5``, ``cos_min``), or ``error``.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def markdown(rows: Sequence[dict]) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in rows:
         setting = (r.get("tool", r["criterion"]) if r.get("allocation") == "simplifier"
+                   else "original" if r["criterion"] == "original"
                    else f"{r['criterion']} / {r.get('compensate', 'none')}")
         extra = " ".join(f"{k}={v}" for k, v in r.get("extra", {}).items())
         allocation = f"{r.get('allocation', 'uniform')} {extra}".strip()
