@@ -119,15 +119,17 @@ class Setting:
         """Whether pruning reads calibration data (a data-driven criterion or compensation)."""
         return self.criterion in NEEDS_CALIBRATION or self.compensate != "none"
 
-    def kwargs(self, calib: Mapping[str, Path] | None = None) -> dict:
+    def kwargs(self, calib: Mapping[str, Path] | None = None,
+               shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict:
         """The keywords of ``graphprune.prune``; ``@calib`` values become ``calib[target]``.
 
-        A calibrated setting without a ``calibration`` keyword reads ``calib[target]``.
+        A calibrated setting without a ``calibration`` keyword reads ``calib[target]``; costs
+        are counted at ``shapes`` (default: the target's ``SHAPES``).
         """
         extra = {key: (str(calib[self.target]) if value == CALIB and calib else value)
                  for key, value in self.extra}
         kwargs = {"criterion": self.criterion, "ratio": self.ratio, "round_to": self.round_to,
-                  **extra, "input_shapes": SHAPES[self.target]}
+                  **extra, "input_shapes": shapes or SHAPES[self.target]}
         if self.compensate != "none":
             kwargs["compensate"] = self.compensate.replace("+", ",")
         if self.calibrated and calib and "calibration" not in kwargs:
@@ -259,7 +261,7 @@ def run_setting(setting: Setting, task, work: Path, calib: Mapping[str, Path] | 
     del row["uniform"]
     start = time.perf_counter()
     try:
-        kwargs = setting.kwargs(calib)
+        kwargs = setting.kwargs(calib, task.shapes)
         if setting.macs is not None and setting.uniform:
             result, row["ratio"] = uniform_at_macs(task.model, kwargs, setting.macs)
             row["ratio"] = round(row["ratio"], 4)
