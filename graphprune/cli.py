@@ -309,8 +309,11 @@ _SWEEP_OPTIONS = [
                  help="Seed of --criterion random and of random inputs."),
     click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES,
                  show_default=True,
-                 help="Batches from --data (or random) that data-driven criteria and "
+                 help="Batches from --calib-data (or random) that data-driven criteria and "
                       "compensation run the model on."),
+    click.option("--calib-data", type=click.Path(path_type=Path), default=None,
+                 help="Calibration inputs, like --data (default: --data); other samples than "
+                      "--data keep the fidelity of data-driven settings honest."),
 ]
 
 
@@ -349,7 +352,8 @@ def _sweep_calibration(model: Path, plan, input_shapes, data, samples: int, seed
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
 def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models: bool,
                   criteria: str | None, criterion: str, compensate: str, round_to: int,
-                  exclude: tuple[str, ...], seed: int, calib_samples: int, bench: bool,
+                  exclude: tuple[str, ...], seed: int, calib_samples: int,
+                  calib_data: Path | None, bench: bool,
                   input_shapes: tuple[str, ...], data: Path | None, samples: int | None,
                   threads: int | None, runs: int | None, warmup: int, providers: str,
                   debug: bool) -> None:
@@ -371,7 +375,8 @@ def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models
             for s in plan for r in ratio_list] if keep_models else []
     check_destinations(model, [*sweep_report_paths(out_dir, model), *kept])
     inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
-    calibration = _sweep_calibration(model, plan, input_shapes, data, calib_samples, seed)
+    calibration = _sweep_calibration(model, plan, input_shapes, calib_data or data,
+                                     calib_samples, seed)
     with progress_bar() as progress:
         report = sweep(model, ratio_list, out_dir, inputs if bench else None, settings,
                        keep_models=keep_models, check=check, progress=progress,

@@ -159,6 +159,17 @@ def test_random_inputs_say_fidelity_is_not_accuracy(pruned, model_path, tmp_path
     assert RANDOM_FIDELITY_NOTICE in capsys.readouterr().out
 
 
+def test_calibration_on_the_measured_data_is_said(model_path, tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(4).standard_normal((3, 3, 32, 32))
+            .astype(np.float32))
+    out = tmp_path / "c.onnx"
+    argv = [str(model_path), "-o", str(out), "--data", str(tmp_path / "x.npy"), "--criterion",
+            "activation", *FAST[:4], "--providers", "cpu"]
+    assert main(argv) == 0
+    (notice,) = json.loads((tmp_path / "c.report.json").read_text())["notices"]
+    assert "fidelity of data-driven criteria and compensation is optimistic" in notice
+
+
 def test_no_fidelity_no_notice(model_path, tmp_path):
     out = tmp_path / "nb.onnx"
     assert main([str(model_path), "--ratio", "0.5", "-o", str(out), "--no-bench"]) == 0

@@ -131,14 +131,15 @@ def test_combined_methods_are_one_setting(monkeypatch):
 
 def test_criteria_times_compensation(model_path, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(COMPENSATIONS, "stats", _Shift)
-    data = np.random.default_rng(5).standard_normal((3, 3, 32, 32)).astype(np.float32)
-    np.save(tmp_path / "calib.npy", data)
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "calib.npy", rng.standard_normal((3, 3, 32, 32)).astype(np.float32))
+    np.save(tmp_path / "test.npy", rng.standard_normal((2, 3, 32, 32)).astype(np.float32))
     out = tmp_path / "out"
     out.mkdir()
     argv = ["sweep", str(model_path), "--ratios", "0.25,0.5", "-o", str(out),
             "--criteria", "l1,activation", "--compensate", "none,stats",
-            "--data", str(tmp_path / "calib.npy"), "--calib-samples", "2", "--keep-models",
-            *FAST[:4], "--providers", "cpu"]
+            "--data", str(tmp_path / "test.npy"), "--calib-data", str(tmp_path / "calib.npy"),
+            "--calib-samples", "2", "--keep-models", *FAST[:4], "--providers", "cpu"]
     assert main(argv) == 0
     report = json.loads((out / "net.sweep.json").read_text())
     rows = [(p["criterion"], tuple(p["compensate"]), p["ratio"]) for p in report["points"]]
@@ -155,12 +156,25 @@ def test_criteria_times_compensation(model_path, tmp_path, monkeypatch, capsys):
         assert shifted["fidelity"]["rel_l2"] != pytest.approx(plain["fidelity"]["rel_l2"])
         assert plain["model"] == str(out / f"net.l1-none.ratio{ratio:.2f}.onnx")
         assert (out / f"net.activation-stats.ratio{ratio:.2f}.onnx").exists()
-    assert report["notices"] == []  # measured on --data: no random-input notice
+    assert report["notices"] == []  # held-out --data: no random-input or same-data notice
+    assert report["points"][0]["fidelity"]["outputs"]["output"]["samples"] == 2
     text = (out / "net.sweep.html").read_text()
     assert len(re.findall(r'src="data:image/png;base64,', text)) == 3
     assert "activation/stats" in text and "not task accuracy" in text
     out_text = capsys.readouterr().out
-    assert "l1/stats" in out_text and str(tmp_path / "calib.npy") in out_text
+    assert "l1/stats" in out_text and str(tmp_path / "test.npy") in out_text
+
+
+def test_calibrating_on_the_measured_inputs_is_said(model_path, tmp_path):
+    data = tmp_path / "data.npy"
+    np.save(data, np.random.default_rng(6).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = ["sweep", str(model_path), "--ratios", "0.5", "-o", str(out), "--criteria",
+            "l1,activation", "--data", str(data), *FAST[:4], "--providers", "cpu"]
+    assert main(argv) == 0
+    (notice,) = json.loads((out / "net.sweep.json").read_text())["notices"]
+    assert notice.startswith(f"calibrated on the inputs fidelity is measured on ({data})")
 
 
 def test_random_inputs_say_it_is_not_accuracy(model_path, tmp_path, capsys):

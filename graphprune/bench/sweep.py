@@ -25,6 +25,7 @@ from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import SCORERS
 from graphprune.inputs import Inputs
 from graphprune.report.costs import Costs
+from graphprune.report.format import calibration_notices
 from graphprune.report.json_report import measurement_notices, model_entry
 from graphprune.staging import staging_folder
 
@@ -232,11 +233,14 @@ def sweep(
         index = {id(p): k + 1 for k, p in enumerate(done)}
         entries = [_point_entry(p, original, measurement, index.get(id(p), 0), keep_models)
                    for p in points]
+    described = _settings_entry(ratios, setting_list, options)
+    environment = measurement.environment if measurement else None
     return {
         "input": str(model),
-        "settings": _settings_entry(ratios, setting_list, options),
-        "environment": measurement.environment if measurement else None,
-        "notices": measurement_notices(measurement, [e.get("fidelity") for e in entries]),
+        "settings": described,
+        "environment": environment,
+        "notices": [*measurement_notices(measurement, [e.get("fidelity") for e in entries]),
+                    *calibration_notices(described.get("calibration"), environment)],
         "warnings": merge_point_warnings([(p.ratio, p.warnings) for p in points]),
         "original": original,
         "points": entries,

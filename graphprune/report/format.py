@@ -77,6 +77,20 @@ def fidelity_notices(environment: dict | None, fidelity: list[dict | None]) -> l
     return [RANDOM_FIDELITY_NOTICE] if origin == "random" and any(fidelity) else []
 
 
+def calibration_notices(calibration: dict | None, environment: dict | None) -> list[str]:
+    """A notice when data-driven pruning was calibrated on the inputs fidelity is measured on.
+
+    Args:
+        calibration: ``{"origin": ..., "batches": ...}`` of the calibration data, or None.
+        environment: The measurement's environment (its ``inputs`` say where they came from).
+    """
+    origin = ((environment or {}).get("inputs") or {}).get("origin")
+    if not calibration or origin is None or calibration.get("origin") != origin:
+        return []
+    return [f"calibrated on the inputs fidelity is measured on ({origin}): fidelity of "
+            "data-driven criteria and compensation is optimistic; measure on held-out inputs"]
+
+
 def fidelity_meaning(environment: dict | None) -> str:
     """What the fidelity numbers are: the output change on which inputs (never task accuracy)."""
     inputs = (environment or {}).get("inputs") or {}

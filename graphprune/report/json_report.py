@@ -23,7 +23,7 @@ from graphprune.bench.measure import Measurement
 from graphprune.pipeline import PruneResult
 from graphprune.report.costs import Costs, file_size
 from graphprune.report.files import write_json
-from graphprune.report.format import fidelity_meaning, fidelity_notices
+from graphprune.report.format import calibration_notices, fidelity_meaning, fidelity_notices
 
 if TYPE_CHECKING:
     from graphprune.verify.oracle import OracleResult
@@ -106,7 +106,9 @@ def build_report(result: PruneResult, *, source: Path, output: Path, settings: d
         "fidelity_meaning": fidelity_meaning(measurement.environment) if fidelity else None,
         "oracle": oracle.as_dict() if oracle is not None else None,
         "environment": measurement.environment if measurement else None,
-        "notices": measurement_notices(measurement, [fidelity]),
+        "notices": [*measurement_notices(measurement, [fidelity]),
+                    *calibration_notices(settings.get("calibration"),
+                                         measurement.environment if measurement else None)],
         "warnings": [w.as_dict() for w in result.warnings],
         "groups": result.groups,
         "resized_io": result.resized_io,

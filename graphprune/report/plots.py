@@ -217,6 +217,8 @@ def sweep_latency(curves: Curves, original: dict) -> str | None:
     return _png(figure)
 
 
+_MARKERS = "os^Dv<>p"
+_LINES = ("-", "--", ":", "-.")
 _FIDELITY_PANELS = (("rel_l2", "relative L2 error (lower is closer)", 0.0),
                     ("cosine", "cosine similarity", 1.0),
                     ("top1_agreement", "top-1 agreement", 1.0))
@@ -232,11 +234,12 @@ def sweep_fidelity(curves: Curves) -> str:
               if any(p["fidelity"].get(key) is not None for ps in curves.values() for p in ps)]
     figure, axes = _figure(4.6 * len(panels), 4.0, 1, len(panels))
     for ax, (key, title, perfect) in zip(axes[0], panels, strict=True):
-        for label, points in curves.items():
+        for k, (label, points) in enumerate(curves.items()):
             ordered = sorted(points, key=lambda p: -p["macs_ratio"])
             ax.plot([1.0, *(p["macs_ratio"] for p in ordered)],
                     _values([perfect, *(p["fidelity"].get(key) for p in ordered)]),
-                    marker="o", label=label)
+                    marker=_MARKERS[k % len(_MARKERS)], linestyle=_LINES[k % len(_LINES)],
+                    label=label)  # equal curves stay visible: markers and dashes differ
         ax.set_xlabel("MACs (x original)")
         ax.set_title(title)
         ax.invert_xaxis()
