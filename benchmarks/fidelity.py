@@ -382,7 +382,8 @@ def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def _write(args, rows: list[dict], bench: Bench | None) -> None:
+def _write(args, rows: list[dict], bench: Bench | None, plot_too: bool = True) -> None:
+    """The ``--json``, ``--markdown`` and (with ``plot_too``) ``--plot`` files of ``rows``."""
     header = {"images": len(bench.samples) if bench else None, "image_hw": IMAGE_HW,
               "fonts": font_names(), "classifier_images": args.classifier_images,
               "calib": args.calib, "threads": args.threads}
@@ -390,7 +391,7 @@ def _write(args, rows: list[dict], bench: Bench | None) -> None:
                                                                       indent=1))),
                         (args.markdown, lambda p: p.write_text(fidelity_report.markdown(rows)
                                                                + "\n")),
-                        (args.plot, lambda p: plot(rows, p))):
+                        (args.plot if plot_too else None, lambda p: plot(rows, p))):
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             write(path)
@@ -423,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
             rows.append(run_setting(setting, tasks[setting.target], Path(work), calib,
                                     args.latency))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
+            _write(args, rows, bench, plot_too=False)  # a long run keeps what it measured
     print(f"\n{time.perf_counter() - start:.0f} s; OCR {args.images} images "
           f"{IMAGE_HW[0]}x{IMAGE_HW[1]}, effnet {args.classifier_images} images, calibration "
           f"{args.calib}; prune() also got {dict(extra) or 'nothing'}\n")
