@@ -51,12 +51,14 @@ import numpy as np  # noqa: E402
 
 import graphprune  # noqa: E402
 from benchmarks import fidelity_report  # noqa: E402
+from benchmarks.classifier_pipeline import SHAPES as EFFNET_SHAPES  # noqa: E402
 from benchmarks.fidelity_baselines import (  # noqa: E402
     SIMPLIFIERS,
     latency_ratio,
     simplifier_row,
 )
 from benchmarks.fidelity_tasks import (  # noqa: E402
+    MINILM_SHAPES,
     OCR_IDS,
     OCR_SHAPES,
     ClassifierTask,
@@ -84,7 +86,7 @@ from models.minilm import DEFAULT_CACHE as MINILM_CACHE  # noqa: E402
 from tests import corpus  # noqa: E402
 
 TARGETS = ("det", "rec", "cls", "effnet", "minilm")
-SHAPES = {**OCR_SHAPES, "effnet": ClassifierTask(0, 1).shapes, "minilm": MiniLMTask(Path()).shapes}
+SHAPES = {**OCR_SHAPES, "effnet": EFFNET_SHAPES, "minilm": MINILM_SHAPES}
 CORPUS_IDS = OCR_IDS
 DEFAULT_RATIOS = {"det": (0.1, 0.2, 0.3, 0.5), "rec": (0.1, 0.3), "cls": (0.1, 0.3),
                   "effnet": (0.1, 0.2, 0.3), "minilm": (0.25, 0.5)}

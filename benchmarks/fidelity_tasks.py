@@ -30,6 +30,7 @@ OCR_SHAPES = {"det": {"x": (1, 3, *IMAGE_HW)}, "rec": {"x": (1, 3, REC_HEIGHT, R
               "cls": {"x": (1, 3, REC_HEIGHT, CLS_WIDTH)}}
 OCR_IDS = {"det": "ppocr4_det", "rec": "ppocr4_rec", "cls": "ppocr2_cls"}
 MINILM_SEQ = 128
+MINILM_SHAPES = {n: (1, MINILM_SEQ) for n in ("input_ids", "attention_mask", "token_type_ids")}
 
 
 @dataclasses.dataclass
@@ -109,8 +110,7 @@ class MiniLMTask:
     cache: Path
     name: str = "minilm"
     metric: str = "embedding_cosine"
-    shapes: dict = dataclasses.field(default_factory=lambda: {
-        n: (1, MINILM_SEQ) for n in ("input_ids", "attention_mask", "token_type_ids")})
+    shapes: dict = dataclasses.field(default_factory=lambda: dict(MINILM_SHAPES))
 
     @functools.cached_property
     def _parts(self):
