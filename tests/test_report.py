@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 
@@ -14,6 +15,7 @@ import pytest
 from graphprune.cli import main
 from graphprune.report.costs import count_costs, file_size
 from graphprune.report.files import write_json
+from graphprune.report.format import RANDOM_FIDELITY_NOTICE
 
 FAST = ["--runs", "3", "--warmup", "1", "--samples", "4", "--providers", "cpu"]
 
@@ -135,6 +137,44 @@ def test_user_data_feeds_fidelity(model_path, tmp_path):
     report = json.loads((tmp_path / "d.report.json").read_text())
     assert report["fidelity"]["outputs"]["output"]["samples"] == 5
     assert report["environment"]["inputs"]["origin"] == str(tmp_path / "x.npy")
+    assert report["notices"] == []  # the user's data: no random-input notice
+    assert report["fidelity_meaning"].startswith(f"output change against the original on "
+                                                 f"{tmp_path / 'x.npy'} (5 batches)")
+    assert "relative L2" in (tmp_path / "d.report.html").read_text()
+
+
+def test_random_inputs_say_fidelity_is_not_accuracy(pruned, model_path, tmp_path, capsys):
+    report, html_file = pruned
+    assert RANDOM_FIDELITY_NOTICE in report["notices"]
+    assert "random inputs: not task accuracy" in report["fidelity_meaning"]
+    assert html.escape(RANDOM_FIDELITY_NOTICE) in html_file.read_text()
+    out = tmp_path / "r.onnx"
+    assert main([str(model_path), "--ratio", "0.3", "-o", str(out), *FAST]) == 0
+    text = capsys.readouterr().out
+    assert f"note: {RANDOM_FIDELITY_NOTICE}" in text
+    assert "fidelity: output change against the original on random inputs" in text
+    bench_json = tmp_path / "bench.json"
+    assert main(["bench", str(model_path), str(out), "--json", str(bench_json), *FAST]) == 0
+    assert json.loads(bench_json.read_text())["notices"] == [RANDOM_FIDELITY_NOTICE]
+    assert RANDOM_FIDELITY_NOTICE in capsys.readouterr().out
+
+
+def test_calibration_on_the_measured_data_is_said(model_path, tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(4).standard_normal((3, 3, 32, 32))
+            .astype(np.float32))
+    out = tmp_path / "c.onnx"
+    argv = [str(model_path), "-o", str(out), "--data", str(tmp_path / "x.npy"), "--criterion",
+            "activation", *FAST[:4], "--providers", "cpu"]
+    assert main(argv) == 0
+    (notice,) = json.loads((tmp_path / "c.report.json").read_text())["notices"]
+    assert "fidelity of data-driven criteria and compensation is optimistic" in notice
+
+
+def test_no_fidelity_no_notice(model_path, tmp_path):
+    out = tmp_path / "nb.onnx"
+    assert main([str(model_path), "--ratio", "0.5", "-o", str(out), "--no-bench"]) == 0
+    report = json.loads((tmp_path / "nb.report.json").read_text())
+    assert report["notices"] == [] and report["fidelity_meaning"] is None
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,40 @@ def summary_rows(before: dict, after: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+RANDOM_FIDELITY_NOTICE = ("fidelity measured on random inputs: output change, not task accuracy; "
+                          "pass --data with inputs like the model's real ones")
+
+
+def fidelity_notices(environment: dict | None, fidelity: list[dict | None]) -> list[str]:
+    """:data:`RANDOM_FIDELITY_NOTICE` when some fidelity was measured on random inputs."""
+    origin = ((environment or {}).get("inputs") or {}).get("origin")
+    return [RANDOM_FIDELITY_NOTICE] if origin == "random" and any(fidelity) else []
+
+
+def calibration_notices(calibration: dict | None, environment: dict | None) -> list[str]:
+    """A notice when data-driven pruning was calibrated on the inputs fidelity is measured on.
+
+    Args:
+        calibration: ``{"origin": ..., "batches": ...}`` of the calibration data, or None.
+        environment: The measurement's environment (its ``inputs`` say where they came from).
+    """
+    origin = ((environment or {}).get("inputs") or {}).get("origin")
+    if not calibration or origin is None or calibration.get("origin") != origin:
+        return []
+    return [f"calibrated on the inputs fidelity is measured on ({origin}): fidelity of "
+            "data-driven criteria and compensation is optimistic; measure on held-out inputs"]
+
+
+def fidelity_meaning(environment: dict | None) -> str:
+    """What the fidelity numbers are: the output change on which inputs (never task accuracy)."""
+    inputs = (environment or {}).get("inputs") or {}
+    origin = inputs.get("origin")
+    if origin == "random":
+        return "output change against the original on random inputs: not task accuracy"
+    return (f"output change against the original on {origin} ({inputs.get('batches')} batches): "
+            "task-agnostic, not task accuracy")
+
+
 def fidelity_rows(fidelity: dict | None) -> list[tuple[str, str]]:
     """(metric, value) of the worst output; empty without a fidelity measurement."""
     if not fidelity:

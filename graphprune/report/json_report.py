@@ -3,10 +3,11 @@
 The prune report's ``before`` and ``after`` hold parameters, MACs (total, per op type, per node),
 the input ``shapes`` the MACs were counted at and ``notes`` on inexact counts, file size and
 latency per execution provider; ``fidelity`` compares the outputs of the pruned model with the
-original's on the same inputs; ``oracle`` is the mask-equivalence check of the written model
-(relative error against its tolerance, None when skipped); ``compensation`` lists the passes run
-(the oracle is skipped after one: compensation departs from the masked original by design);
-``environment`` says what it was measured on.
+original's on the same inputs and ``fidelity_meaning`` says on which (random inputs measure the
+output change, never task accuracy: a notice says so); ``oracle`` is the mask-equivalence check
+of the written model (relative error against its tolerance, None when skipped); ``compensation``
+lists the passes run (the oracle is skipped after one: compensation departs from the masked
+original by design); ``environment`` says what it was measured on.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from graphprune.bench.measure import Measurement
 from graphprune.pipeline import PruneResult
 from graphprune.report.costs import Costs, file_size
 from graphprune.report.files import write_json
+from graphprune.report.format import calibration_notices, fidelity_meaning, fidelity_notices
 
 if TYPE_CHECKING:
     from graphprune.verify.oracle import OracleResult
 
 __all__ = ["analysis_report", "bench_report", "blocked_summary", "build_report", "html_path",
-           "model_entry", "report_path", "write_json"]
+           "measurement_notices", "model_entry", "report_path", "write_json"]
 
 
 def report_path(output: Path) -> Path:
@@ -67,6 +69,13 @@ def model_entry(costs: Costs, path: Path, measurement: Measurement | None, index
     }
 
 
+def measurement_notices(measurement: Measurement | None, fidelity: list[dict | None]) -> list[str]:
+    """The measurement's notices, and that ``fidelity`` on random inputs is not accuracy."""
+    if measurement is None:
+        return []
+    return [*measurement.notices, *fidelity_notices(measurement.environment, fidelity)]
+
+
 def _ratio(after: float | None, before: float | None) -> float | None:
     return after / before if after is not None and before else None
 
@@ -86,6 +95,7 @@ def build_report(result: PruneResult, *, source: Path, output: Path, settings: d
     """The prune report; ``measurement`` (original first, pruned second) adds latency/fidelity."""
     before = model_entry(result.before, source, measurement, 0)
     after = model_entry(result.after, output, measurement, 1)
+    fidelity = measurement.fidelity[1] if measurement else None
     return {
         "input": str(source),
         "output": str(output),
@@ -93,11 +103,14 @@ def build_report(result: PruneResult, *, source: Path, output: Path, settings: d
         "before": before,
         "after": after,
         "ratios": _ratios(before, after),
-        "fidelity": measurement.fidelity[1] if measurement else None,
+        "fidelity": fidelity,
+        "fidelity_meaning": fidelity_meaning(measurement.environment) if fidelity else None,
         "oracle": oracle.as_dict() if oracle is not None else None,
         "compensation": result.compensation,  # one report per pass; the oracle is then skipped
         "environment": measurement.environment if measurement else None,
-        "notices": list(measurement.notices) if measurement else [],
+        "notices": [*measurement_notices(measurement, [fidelity]),
+                    *calibration_notices(settings.get("calibration"),
+                                         measurement.environment if measurement else None)],
         "warnings": [w.as_dict() for w in result.warnings],
         "groups": result.groups,
         "resized_io": result.resized_io,
@@ -112,7 +125,8 @@ def bench_report(costs: list[Costs], measurement: Measurement) -> dict:
         entry = {"path": str(path), **model_entry(cost, path, measurement, index)}
         entry["fidelity_to_first"] = measurement.fidelity[index]
         models.append(entry)
-    return {"environment": measurement.environment, "notices": list(measurement.notices),
+    return {"environment": measurement.environment,
+            "notices": measurement_notices(measurement, list(measurement.fidelity[1:])),
             "models": models}
 
 

@@ -158,32 +158,54 @@ def latency_distributions(before: dict[str, dict], after: dict[str, dict]) -> st
     return _png(figure)
 
 
-def sweep_costs(ratios: Sequence[float], points: Sequence[dict]) -> str:
-    """Params, MACs and file size relative to the original against the pruning ratio."""
+Curves = dict[str, list[dict]]  # setting label -> its points, in ratio order
+
+
+def _legend(ax, **kwargs) -> None:
+    """A legend whose labels (setting names) are literal text, never mathtext."""
+    legend = ax.legend(**kwargs)
+    for text in legend.get_texts():
+        text.set(**_LITERAL)
+
+
+def sweep_costs(curves: Curves) -> str:
+    """MACs and params relative to the original against the pruning ratio, per setting."""
     figure, axes = _figure(6, 3.8)
     ax = axes[0][0]
-    for key, marker in (("macs_ratio", "o"), ("params_ratio", "s"), ("file_size_ratio", "^")):
-        ax.plot(ratios, [p[key] for p in points], marker=marker, label=key.replace("_ratio", ""))
+    many = len(curves) > 1
+    for label, points in curves.items():
+        ratios = [p["ratio"] for p in points]
+        for key, marker in (("macs_ratio", "o"), ("params_ratio", "s"), ("file_size_ratio", "^")):
+            if many and key == "file_size_ratio":
+                continue
+            name = key.replace("_ratio", "")
+            ax.plot(ratios, [p[key] for p in points], marker=marker,
+                    label=f"{label}: {name}" if many else name)
     ax.set_xlabel("pruning ratio")
     ax.set_ylabel("after / before")
     ax.set_ylim(0, 1.05)
     ax.set_title("Costs against ratio")
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend(ax, fontsize=7 if many else None)
     return _png(figure)
 
 
-def sweep_latency(ratios: Sequence[float], points: Sequence[dict], original: dict) -> str | None:
-    """Median latency (bars to p90) against the ratio, the original at ratio 0 as a line."""
+def sweep_latency(curves: Curves, original: dict) -> str | None:
+    """Median latency (bars to p90) against the ratio per setting, the original as a line."""
     providers = list(original["latency"])
     if not providers:
         return None
     figure, axes = _figure(5 * len(providers), 3.8, 1, len(providers))
+    many = len(curves) > 1
     for ax, provider in zip(axes[0], providers, strict=True):
-        medians = np.array([p["latency"][provider]["median_ms"] for p in points])
-        p90 = np.array([p["latency"][provider]["p90_ms"] for p in points])
-        ax.errorbar(ratios, medians, yerr=[np.zeros_like(p90), p90 - medians], marker="o",
-                    capsize=3, color=AFTER, label="pruned (median, bar to p90)")
+        for label, points in curves.items():
+            ratios = [p["ratio"] for p in points]
+            medians = np.array([p["latency"][provider]["median_ms"] for p in points])
+            p90 = np.array([p["latency"][provider]["p90_ms"] for p in points])
+            ax.errorbar(ratios, medians, yerr=[np.zeros_like(p90), p90 - medians], marker="o",
+                        capsize=3, color=None if many else AFTER,
+                        label=f"{label} (median, bar to p90)" if many
+                        else "pruned (median, bar to p90)")
         ax.axhline(original["latency"][provider]["median_ms"], color=BEFORE, linestyle="--",
                    label="original median")
         ax.set_xlabel("pruning ratio")
@@ -191,31 +213,41 @@ def sweep_latency(ratios: Sequence[float], points: Sequence[dict], original: dic
         ax.set_ylim(bottom=0)
         ax.set_title(f"{provider.upper()} latency against ratio")
         ax.grid(alpha=0.3)
-        ax.legend()
+        _legend(ax, fontsize=7 if many else None)
     return _png(figure)
 
 
-def sweep_fidelity(ratios: Sequence[float], fidelity: Sequence[dict]) -> str:
-    """Relative L2 error (left) and cosine similarity / top-1 agreement (right) against ratio."""
-    figure, axes = _figure(6, 3.8)
-    ax = axes[0][0]
-    ax.plot(ratios, _values([f["rel_l2"] for f in fidelity]), marker="o", color="#c0392b",
-            label="relative L2 error")
-    ax.set_xlabel("pruning ratio")
-    ax.set_ylabel("relative L2 error")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    right = ax.twinx()
-    right.plot(ratios, _values([f["cosine"] for f in fidelity]), marker="s", color=AFTER,
-               label="cosine")
-    top1 = [f["top1_agreement"] for f in fidelity]
-    if any(t is not None for t in top1):
-        right.plot(ratios, _values(top1), marker="^",
-                   color="#27ae60", label="top-1 agreement")
-    right.set_ylim(-0.05, 1.05)
-    right.set_ylabel("cosine / top-1")
-    lines = ax.get_legend_handles_labels()
-    more = right.get_legend_handles_labels()
-    figure.legend(lines[0] + more[0], lines[1] + more[1], loc="outside lower center", ncols=3)
-    ax.set_title("Fidelity to the original against ratio")
+_MARKERS = "os^Dv<>p"
+_LINES = ("-", "--", ":", "-.")
+_FIDELITY_PANELS = (("rel_l2", "relative L2 error (lower is closer)", 0.0),
+                    ("cosine", "cosine similarity", 1.0),
+                    ("top1_agreement", "top-1 agreement", 1.0))
+
+
+def sweep_fidelity(curves: Curves) -> str:
+    """Fidelity against MACs (x original), one curve per setting, one panel per metric.
+
+    Every curve starts at the original (MACs 1: no error, cosine and agreement 1); the top-1
+    panel is drawn only where some output is classifier-shaped.
+    """
+    panels = [(key, title, perfect) for key, title, perfect in _FIDELITY_PANELS
+              if any(p["fidelity"].get(key) is not None for ps in curves.values() for p in ps)]
+    figure, axes = _figure(4.6 * len(panels), 4.0, 1, len(panels))
+    for ax, (key, title, perfect) in zip(axes[0], panels, strict=True):
+        for k, (label, points) in enumerate(curves.items()):
+            ordered = sorted(points, key=lambda p: -p["macs_ratio"])
+            ax.plot([1.0, *(p["macs_ratio"] for p in ordered)],
+                    _values([perfect, *(p["fidelity"].get(key) for p in ordered)]),
+                    marker=_MARKERS[k % len(_MARKERS)], linestyle=_LINES[k % len(_LINES)],
+                    label=label)  # equal curves stay visible: markers and dashes differ
+        ax.set_xlabel("MACs (x original)")
+        ax.set_title(title)
+        ax.invert_xaxis()
+        if key != "rel_l2":
+            ax.set_ylim(-0.05, 1.05)
+        else:
+            ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    _legend(axes[0][0], fontsize=8)
+    figure.suptitle("Fidelity to the original against MACs, per criterion/compensation")
     return _png(figure)

@@ -16,6 +16,7 @@ from rich.text import Text
 from graphprune.analysis import ChannelAnalysis
 from graphprune.report.format import (
     environment_line,
+    fidelity_meaning,
     fidelity_rows,
     human,
     human_bytes,
@@ -106,6 +107,8 @@ def print_summary(report: dict, console: Console) -> None:
         for row in fidelity:
             _row(fid, *row)
         console.print(fid)
+        if report.get("fidelity_meaning"):
+            print_line(f"fidelity: {report['fidelity_meaning']}", console)
     oracle = report.get("oracle")
     if oracle:
         print_line(f"mask-equivalence oracle (pruned vs masked original, "
@@ -145,21 +148,25 @@ def print_bench(report: dict, console: Console) -> None:
 
 
 def print_sweep(report: dict, console: Console) -> None:
-    """One row per ratio: costs relative to the original, latency and fidelity."""
-    table = _table("Sweep (x: relative to the original)", "ratio", "params", "MACs", "MACs x",
-                   "CPU ms", "CPU x", "rel L2", "cosine", "top-1")
+    """One row per (setting, ratio): costs relative to the original, latency and fidelity."""
+    table = _table("Sweep (x: relative to the original)", "setting", "ratio", "params", "MACs",
+                   "MACs x", "CPU ms", "CPU x", "rel L2", "cosine", "top-1")
     for point in report["points"]:
+        setting = point.get("setting", "")
         if "error" in point:
-            _row(table, f"{point['ratio']:g}", f"failed: {point['error']}", *[""] * 7)
+            _row(table, setting, f"{point['ratio']:g}", f"failed: {point['error']}", *[""] * 7)
             continue
         cpu = point["latency"].get("cpu")
         fidelity = point.get("fidelity") or {}
         top1 = fidelity.get("top1_agreement")
-        _row(table, f"{point['ratio']:g}", human(point["params"]), human(point["macs"]),
-             f"{point['macs_ratio']:.3f}", number(cpu["median_ms"]) if cpu else "-",
+        _row(table, setting, f"{point['ratio']:g}", human(point["params"]),
+             human(point["macs"]), f"{point['macs_ratio']:.3f}",
+             number(cpu["median_ms"]) if cpu else "-",
              number(point["latency_ratio"].get("cpu"), 3), number(fidelity.get("rel_l2")),
              number(fidelity.get("cosine")), "-" if top1 is None else f"{top1:.0%}")
     console.print(table)
+    if any(p.get("fidelity") for p in report["points"]):
+        print_line(f"fidelity: {fidelity_meaning(report.get('environment'))}", console)
 
 
 def print_analysis(analysis: ChannelAnalysis, console: Console) -> None:
