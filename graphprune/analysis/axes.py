@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from graphprune.core import AxisRef, is_constant, static_shape
 from graphprune.errors import UsageError
-from graphprune.ops.base import AxisRef, is_constant, static_shape
 
 MAX_AXIS_ELEMENTS = 1 << 24  # a longer axis holds no channels: it stays whole (opaque)
 MAX_ELEMENTS = 1 << 27  # more elements than this in all axes would need gigabytes: refused

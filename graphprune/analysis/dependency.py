@@ -16,10 +16,18 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.axes import AxisTable, ChannelAxis
-from graphprune.analysis.blocked import Blocked, BlockReason
 from graphprune.analysis.unionfind import components
+from graphprune.core import (
+    Blocked,
+    BlockReason,
+    Choice,
+    Coupling,
+    SplitChoice,
+    is_constant,
+    is_onnx_domain,
+    static_shape,
+)
 from graphprune.ops import lookup
-from graphprune.ops.base import Choice, Coupling, SplitChoice, is_constant, static_shape
 
 NOT_BLOCKED = np.iinfo(np.int64).max
 
@@ -237,7 +245,7 @@ def _node_result(node: ir.Node, exclude: Sequence[str]) -> list[Coupling | Choic
         return Blocked(BlockReason.SUBGRAPH, name, op, "channels reaching a subgraph stay whole")
     rule = lookup(node)
     if rule is None:
-        domain = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
+        domain = "" if is_onnx_domain(node) else f"{node.domain}::"
         return Blocked(BlockReason.UNKNOWN_OP, name, op, f"no rule for {domain}{op}")
     return rule.couplings(node)
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.dependency import ChannelAnalysis
-from graphprune.ops.base import PlanView
+from graphprune.core import PlanView
 
 
 class PrunePlan(PlanView):

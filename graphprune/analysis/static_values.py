@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.ops.base import (
+from graphprune.core import (
     STATIC_VALUE_KEY,
     is_constant,
+    is_onnx_domain,
     known_array,
     opset_of,
     static_shape,
@@ -129,7 +130,7 @@ def _evaluate(node: ir.Node, inputs: list[np.ndarray | None]) -> list[np.ndarray
 
 def _annotate_node(node: ir.Node) -> bool:
     """Stores the node's outputs in ``value.meta`` when they are small and known."""
-    if node.domain not in ("", "ai.onnx") or node.op_type not in _FOLDABLE:
+    if not is_onnx_domain(node) or node.op_type not in _FOLDABLE:
         return False
     if node.op_type == "Shape":
         outputs = [_shape_value(node)]

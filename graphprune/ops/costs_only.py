@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.core import Blocked, BlockReason
 from graphprune.ops.base import BodyMacs, Dims, Rule, attr, known_array
 from graphprune.ops.linear import MatMulRule
 from graphprune.ops.registry import register
