@@ -466,3 +466,13 @@ def test_analysis_over_the_element_cap_is_refused(tmp_path, capfd, monkeypatch):
     monkeypatch.setattr(axes, "MAX_ELEMENTS", 100)
     assert main(["analyze", str(path)]) == 2
     _one_error(capfd, "the channel analysis needs more than 100 elements")
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "3", True])
+def test_api_seed_that_is_not_a_non_negative_int_is_a_usage_error(seed):
+    """``graphprune.prune(seed=-1)`` failed inside numpy (ValueError) instead of a UsageError."""
+    from graphprune.errors import UsageError
+
+    model = ir.from_proto(conv_model())
+    with pytest.raises(UsageError, match="seed must be a non-negative integer"):
+        graphprune.prune(model, 0.5, criterion="random", seed=seed)
