@@ -24,6 +24,7 @@ Dims = Callable[[ir.Value | None], "tuple[int, ...] | None"]
 BodyMacs = Callable[[ir.Graph], int]
 STATIC_VALUE_KEY = "graphprune.static_value"  # value.meta: a small value known before running
 ONNX_DOMAINS = ("", "ai.onnx")
+_TENSOR_SHAPE_KEY = "graphprune.tensor_shape"  # value.meta: (const_value, its dims)
 
 
 # --- refusals ----------------------------------------------------------------------------------
@@ -185,12 +186,29 @@ def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
     """The value's shape with symbolic dims as None, or None when the rank is unknown."""
     if value is None:
         return None
-    if value.const_value is not None:
-        return tuple(int(d) for d in value.const_value.shape)
-    if value.shape is None:
+    tensor = value.const_value
+    if tensor is not None:
+        return _tensor_shape(value, tensor)
+    shape = value.shape
+    if shape is None:
         array = constant_array(value)
         return None if array is None else tuple(array.shape)
-    return tuple(d if isinstance(d, int) else None for d in value.shape)
+    return tuple([d if d.__class__ is int else None for d in shape.dims])
+
+
+def _tensor_shape(value: ir.Value, tensor) -> tuple[int, ...]:
+    """A constant's dims, kept in ``value.meta`` while ``value`` holds that same tensor.
+
+    A tensor read from a proto builds a new shape object on every access.
+    """
+    if not isinstance(tensor, ir.serde.TensorProtoTensor):
+        return tuple([int(d) for d in tensor.shape.dims])
+    cached = value.meta.data.get(_TENSOR_SHAPE_KEY)
+    if cached is not None and cached[0] is tensor:
+        return cached[1]
+    dims = tuple([int(d) for d in tensor.shape.dims])
+    value.meta[_TENSOR_SHAPE_KEY] = (tensor, dims)
+    return dims
 
 
 def symbolic_shape(value: ir.Value | None) -> tuple[int | str | None, ...] | None:

@@ -23,9 +23,7 @@ from graphprune.core import (
     Choice,
     Coupling,
     SplitChoice,
-    is_constant,
     is_onnx_domain,
-    static_shape,
 )
 from graphprune.ops import lookup
 
@@ -90,14 +88,14 @@ class _Collector:
         self.sources: list[ChannelAxis] = []
         self.choices: list[tuple[ir.Node, Choice | SplitChoice]] = []
         self.block_axes: list[ChannelAxis] = []  # axes of couplings that join whole blocks
-        self._shapes: dict[int, tuple[int | None, ...] | None] = {}
 
     def shape(self, value: ir.Value) -> tuple[int | None, ...] | None:
         """``static_shape(value)``, computed once per value (the walk asks several times)."""
-        key = id(value)
-        if key not in self._shapes:
-            self._shapes[key] = static_shape(value)
-        return self._shapes[key]
+        return self.table.facts(value)[0]
+
+    def constant(self, value: ir.Value) -> bool:
+        """``is_constant(value)``, computed once per value."""
+        return self.table.facts(value)[1]
 
     def record(self, blocked: Blocked) -> int:
         self.records.append(blocked)
@@ -238,16 +236,22 @@ def _subgraph_outer_values(node: ir.Node) -> list[ir.Value]:
 
 def _node_result(node: ir.Node, exclude: Sequence[str]) -> list[Coupling | Choice] | Blocked:
     name, op = node.name or "", node.op_type
-    if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
+    if exclude and _matches(name, exclude):
         return Blocked(BlockReason.EXCLUDED, name, op, "matches --exclude")
-    graph_types = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-    if any(a.type in graph_types for a in node.attributes.values()):
+    if node.attributes and _has_subgraph(node):
         return Blocked(BlockReason.SUBGRAPH, name, op, "channels reaching a subgraph stay whole")
     rule = lookup(node)
     if rule is None:
         domain = "" if is_onnx_domain(node) else f"{node.domain}::"
         return Blocked(BlockReason.UNKNOWN_OP, name, op, f"no rule for {domain}{op}")
     return rule.couplings(node)
+
+
+_GRAPH_TYPES = frozenset({ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS})
+
+
+def _has_subgraph(node: ir.Node) -> bool:
+    return any(a.type in _GRAPH_TYPES for a in node.attributes.data.values())
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -260,7 +264,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
     for node in graph:
         inputs = [v for v in node.inputs if v is not None]
         outputs = [v for v in node.outputs if v is not None and v.name]
-        from_constants = all(is_constant(v) or id(v) in derived for v in inputs)
+        from_constants = all(col.constant(v) or id(v) in derived for v in inputs)
         if from_constants:
             derived.update(id(v) for v in outputs)
         result = _node_result(node, exclude)
@@ -280,7 +284,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
                 for option in (item.major, item.minor):
                     ea, eb = col.table.get(option.a), col.table.get(option.b)
                     declared.update([(id(ea.value), ea.axis), (id(eb.value), eb.axis)])
-                    if not is_constant(ea.value) and id(ea.value) not in derived:
+                    if not ea.constant and id(ea.value) not in derived:
                         fed.add((id(eb.value), eb.axis))
                 continue
             if isinstance(item, Choice):  # settled once every node has spoken
@@ -292,7 +296,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
             declared.update([(id(ea.value), ea.axis), (id(eb.value), eb.axis)])
             for out, other in ((ea, eb), (eb, ea)):
                 if id(out.value) in output_ids and id(other.value) not in output_ids:
-                    if not is_constant(other.value) and id(other.value) not in derived:
+                    if not other.constant and id(other.value) not in derived:
                         fed.add((id(out.value), out.axis))
         record = None
         for value in inputs + outputs:
@@ -403,9 +407,10 @@ class _Layout:
     def __init__(self, table: AxisTable, labels: np.ndarray) -> None:
         self.table, self.labels = table, labels
         self.num_axes = max(1, len(table.axes))
-        sizes = np.maximum(0, np.array([e.size for e in table.axes], dtype=np.int64))
+        bases, sizes, _ = table.arrays()
+        sizes = np.maximum(0, sizes)
         self.constant = np.array([e.constant for e in table.axes], dtype=bool)
-        self.element = _ranges([e.base for e in table.axes], sizes)  # axis by axis
+        self.element = _ranges(bases, sizes)  # axis by axis
         self.axis_of = np.repeat(np.arange(len(sizes)), sizes)
         self._pairs: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -415,7 +420,7 @@ class _Layout:
     def label_axis_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Each distinct ``(class label, axis index)`` once, sorted by label then axis."""
         if self._pairs is None:
-            key = np.unique(self.labels[self.element] * self.num_axes + self.axis_of)
+            key = _distinct(self.labels[self.element] * self.num_axes + self.axis_of)
             self._pairs = key // self.num_axes, key % self.num_axes
         return self._pairs
 
@@ -424,7 +429,7 @@ class _Layout:
         label, axis = self.label_axis_pairs()
         group = label_group[label]
         keep = group >= 0
-        key = np.unique(group[keep] * self.num_axes + axis[keep])
+        key = _distinct(group[keep] * self.num_axes + axis[keep])
         return _split_by(key % self.num_axes, key // self.num_axes, num_groups)
 
     def signatures(self) -> np.ndarray:
@@ -435,6 +440,14 @@ class _Layout:
         label, axis = self.label_axis_pairs()
         np.add.at(signature, label, weights.astype(np.uint64)[axis])
         return signature
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` by one sort (numpy's hash-based unique is slower on large ints)."""
+    values = np.sort(values, kind="stable")
+    if len(values) < 2:
+        return values
+    return values[np.concatenate([[True], values[1:] != values[:-1]])]
 
 
 def _unique_sources(sources: Sequence[ChannelAxis]) -> list[ChannelAxis]:
