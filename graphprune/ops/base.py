@@ -224,6 +224,15 @@ class Rule:
         """Element count of a concrete shape (0 when unknown)."""
         return 0 if shape is None else math.prod(int(d) for d in shape)  # exact, no overflow
 
+    def int32_parameters(self, node: ir.Node) -> bool:
+        """Whether the int32 constants ``node`` reads are weights (biases), not shapes or indices.
+
+        The cost model counts them as parameters when this is True or ``node`` has MACs (the
+        bias of QLinearConv); a dequantizer of stored weights overrides it (a QDQ int32 bias).
+        """
+        del node
+        return False
+
     def masked_values(self, node: ir.Node) -> dict[int, np.ndarray | None]:
         """What removed entries of constant inputs become in the masked original, if not 0.
 

@@ -109,6 +109,10 @@ class QuantizeDequantizeRule(Rule):
             return self.blocked(node, BlockReason.UNSUPPORTED_ATTRIBUTE, f"axis {axis} unknown")
         return found + [identity((p, 0), (x, axis)) for p in params]
 
+    def int32_parameters(self, node: ir.Node) -> bool:
+        """A DequantizeLinear of an int32 constant reads a stored bias (QDQ: ``Conv(.., B)``)."""
+        return node.op_type == "DequantizeLinear"
+
     def masked_values(self, node: ir.Node) -> dict[int, np.ndarray | None]:
         """A quantized X stands for 0 at its zero point; a scale (which may divide) stays."""
         rank = len(static_shape(node.inputs[0]) or ())

@@ -10,8 +10,10 @@ static trip count, Scan its scan length; what is not exact is said in :attr:`Cos
 Parameters are the elements of every constant tensor (initializers, also those listed as graph
 inputs, and ``Constant`` nodes, in subgraphs too) of a float type or an integer type of at most
 16 bits (int8/uint8 weights and their zero points; scales are floats), plus int32 tensors that a
-node with MACs reads (the bias of QLinearConv). int64/int32 shape and index tensors, bools and
-strings are not parameters. Each tensor counts once, for the first node that reads it.
+node with MACs reads (the bias of QLinearConv) or whose rule says they are weights
+(:meth:`~graphprune.ops.base.Rule.int32_parameters`: the int32 bias a QDQ DequantizeLinear
+reads). int64/int32 shape and index tensors, bools and strings are not parameters. Each tensor
+counts once, for the first node that reads it.
 """
 
 from __future__ import annotations
@@ -194,9 +196,10 @@ class _Counter:
     def node_params(self, node: ir.Node, scopes: tuple, by_op: dict[str, int]) -> int:
         """Parameters first read by ``node`` or inside its subgraphs (by reader op in ``by_op``)."""
         dims = self.dims_in(scopes)
+        rule = lookup(node) or _NO_RULE
         if id(node) not in self.own_macs:
-            self.own_macs[id(node)] = (lookup(node) or _NO_RULE).macs(node, dims)
-        computes = self.own_macs[id(node)] > 0
+            self.own_macs[id(node)] = rule.macs(node, dims)
+        computes = self.own_macs[id(node)] > 0 or rule.int32_parameters(node)
         total = 0
         for value in node.inputs:
             if value is None or id(value) in self.seen:
