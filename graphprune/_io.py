@@ -97,14 +97,17 @@ def _passes_once_sorted(path: Path, exc: Exception) -> bool:
 
 
 def _graphs(graph: ir.Graph) -> Iterator[ir.Graph]:
-    """``graph`` and every subgraph in it, at any depth."""
+    """``graph`` and every subgraph in it, at any depth (one look at each node's attributes)."""
     yield graph
-    for node in ir.traversal.RecursiveGraphIterator(graph):
-        for attribute in node.attributes.values():
+    for node in graph:
+        if not node.attributes:
+            continue
+        for attribute in node.attributes.data.values():
             if attribute.type == ir.AttributeType.GRAPH:
-                yield attribute.value
+                yield from _graphs(attribute.value)
             elif attribute.type == ir.AttributeType.GRAPHS:
-                yield from attribute.value
+                for body in attribute.value:
+                    yield from _graphs(body)
 
 
 def _external_tensors(graph: ir.Graph) -> Iterator[ir.ExternalTensor]:

@@ -392,8 +392,11 @@ def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
         root = sources[root_index[key]]
         order = labels[root.base : root.base + root.size]
         on_root = _first_occurrences(order[label_group[order] == g])
-        rest = np.setdiff1d(by_group[g], on_root, assume_unique=True)
-        members = np.concatenate([on_root, rest]).astype(np.int64)
+        if len(on_root) == len(by_group[g]):  # the usual case: the root reaches every class
+            members = on_root.astype(np.int64)
+        else:
+            rest = np.setdiff1d(by_group[g], on_root, assume_unique=True)
+            members = np.concatenate([on_root, rest]).astype(np.int64)
         parts = _segments(members, signature[members])
         axes = tuple(touched[g].tolist())
         kind = "heads" if block_axes.intersection(axes) else "channels"
@@ -479,12 +482,18 @@ def _split_by(values: np.ndarray, keys: np.ndarray, num_keys: int) -> list[np.nd
 
 def _first_occurrences(values: np.ndarray) -> np.ndarray:
     """The distinct entries of ``values`` in the order they first appear."""
+    if len(values) < 2 or bool((values[1:] > values[:-1]).all()):
+        return values  # increasing: already distinct, in order
     _, first = np.unique(values, return_index=True)
     return values[np.sort(first)]
 
 
 def _segments(members: np.ndarray, signature: np.ndarray) -> tuple[np.ndarray, ...]:
     """``members`` split by signature, segments in order of first appearance, order kept."""
+    if not len(signature):
+        return ()
+    if bool((signature == signature[0]).all()):
+        return (members,)  # one segment
     _, first, inverse = np.unique(signature, return_index=True, return_inverse=True)
     parts = _split_by(members, inverse.reshape(-1), len(first))
     return tuple(parts[k] for k in np.argsort(first, kind="stable"))
