@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -23,8 +24,8 @@ Dims = Callable[[ir.Value | None], "tuple[int, ...] | None"]
 """A value's concrete shape at the input shapes in use (None when unknown); see Rule.macs."""
 BodyMacs = Callable[[ir.Graph], int]
 STATIC_VALUE_KEY = "graphprune.static_value"  # value.meta: a small value known before running
+_PROTO_DIMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # proto tensor -> its dims
 ONNX_DOMAINS = ("", "ai.onnx")
-_TENSOR_SHAPE_KEY = "graphprune.tensor_shape"  # value.meta: (const_value, its dims)
 
 
 # --- refusals ----------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
         return None
     tensor = value.const_value
     if tensor is not None:
-        return _tensor_shape(value, tensor)
+        return _tensor_shape(tensor)
     shape = value.shape
     if shape is None:
         array = constant_array(value)
@@ -196,18 +197,16 @@ def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
     return tuple([d if d.__class__ is int else None for d in shape.dims])
 
 
-def _tensor_shape(value: ir.Value, tensor) -> tuple[int, ...]:
-    """A constant's dims, kept in ``value.meta`` while ``value`` holds that same tensor.
+def _tensor_shape(tensor) -> tuple[int, ...]:
+    """A constant's dims, kept for as long as the tensor lives.
 
     A tensor read from a proto builds a new shape object on every access.
     """
     if not isinstance(tensor, ir.serde.TensorProtoTensor):
         return tuple([int(d) for d in tensor.shape.dims])
-    cached = value.meta.data.get(_TENSOR_SHAPE_KEY)
-    if cached is not None and cached[0] is tensor:
-        return cached[1]
-    dims = tuple([int(d) for d in tensor.shape.dims])
-    value.meta[_TENSOR_SHAPE_KEY] = (tensor, dims)
+    dims = _PROTO_DIMS.get(tensor)
+    if dims is None:
+        dims = _PROTO_DIMS[tensor] = tuple([int(d) for d in tensor.shape.dims])
     return dims
 
 

@@ -64,6 +64,10 @@ class AxisTable:
             found = self._facts[key] = (static_shape(value), is_constant(value))
         return found
 
+    def forget_facts(self) -> None:
+        """Drops the per-value cache of :meth:`facts` (the walk is over; it refills on demand)."""
+        self._facts = {}
+
     def get(self, ref: AxisRef) -> ChannelAxis:
         value, axis = ref
         key = (id(value), axis)

@@ -344,6 +344,7 @@ def analyze_channels(model: ir.Model, exclude: Sequence[str] = (),
         col.settle_choices()
     labels, class_block = col.labels_and_blocks()
     groups, blocked_sources = _build_groups(col, labels, class_block)
+    col.table.forget_facts()
     return ChannelAnalysis(model, col.table, labels, class_block, tuple(col.records), groups,
                            blocked_sources)
 
