@@ -203,7 +203,7 @@ def _tensor_shape(tensor) -> tuple[int, ...]:
     A tensor read from a proto builds a new shape object on every access.
     """
     if not isinstance(tensor, ir.serde.TensorProtoTensor):
-        return tuple([int(d) for d in tensor.shape.dims])
+        return tuple(int(d) for d in tensor.shape)
     dims = _PROTO_DIMS.get(tensor)
     if dims is None:
         dims = _PROTO_DIMS[tensor] = tuple([int(d) for d in tensor.shape.dims])
