@@ -17,8 +17,9 @@ and runs, for each N, in a fresh subprocess each (so peak RSS is the run's own,
 (b) ``python -m graphprune.cli MODEL --ratio 0.5 --no-bench -o OUT`` (the whole job: load, ONNX
     checker, analysis, rewrite, save with the self-check in onnxruntime, JSON and HTML reports).
 
-It prints wall time and peak RSS per N and the growth ratio to the previous N, normalized by the
-node ratio (1.0 = exactly linear). ``--profile`` also writes a cProfile of each job run
+It prints wall time, CPU time (user + system of the child: the number to compare on a shared
+machine) and peak RSS per N, and the CPU growth ratio to the previous N, normalized by the node
+ratio (1.0 = exactly linear). ``--profile`` also writes a cProfile of each job run
 (``<dir>/job-N.prof``) and prints its top functions by cumulative time.
 
 Example:
@@ -138,8 +139,12 @@ def generate(path: Path, nodes: int) -> Path:
     return path
 
 
-def run_measured(args: list[str], log: Path) -> tuple[float, float, int]:
-    """Runs ``args``; returns (wall seconds, peak RSS in MB of that child, exit status)."""
+def run_measured(args: list[str], log: Path) -> tuple[float, float, float, int]:
+    """Runs ``args``; returns (wall s, CPU s, peak RSS in MB of that child, exit status).
+
+    CPU seconds (user + system, every thread of the child) are what to compare on a shared
+    machine: wall time there includes waiting for a core.
+    """
     start = time.perf_counter()
     with open(log, "w") as out:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -147,7 +152,8 @@ def run_measured(args: list[str], log: Path) -> tuple[float, float, int]:
         _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - start
-    return elapsed, usage.ru_maxrss / 1024, child.returncode  # ru_maxrss is in KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return elapsed, cpu, usage.ru_maxrss / 1024, child.returncode  # ru_maxrss: KiB on Linux
 
 
 def _cli(profile: Path | None) -> list[str]:
@@ -160,12 +166,12 @@ def measure(nodes: int, folder: Path, profile: bool) -> dict:
     model = generate(folder / f"scale{nodes}.onnx", nodes)
     count = len(onnx.load(str(model), load_external_data=False).graph.node)
     row = {"nodes": count}
-    row["analyze_s"], row["analyze_mb"], rc = run_measured(
+    row["analyze_s"], row["analyze_cpu"], row["analyze_mb"], rc = run_measured(
         [*_cli(None), "analyze", str(model)], folder / f"analyze-{nodes}.log")
     _check(rc, folder / f"analyze-{nodes}.log")
     out = folder / f"scale{nodes}.pruned.onnx"
     prof = folder / f"job-{nodes}.prof" if profile else None
-    row["job_s"], row["job_mb"], rc = run_measured(
+    row["job_s"], row["job_cpu"], row["job_mb"], rc = run_measured(
         [*_cli(prof), str(model), "--ratio", "0.5", "--no-bench", "-o", str(out)],
         folder / f"job-{nodes}.log")
     _check(rc, folder / f"job-{nodes}.log")
@@ -200,10 +206,13 @@ def stage_times(model: Path) -> None:
     out = model.with_name(f"{model.stem}.stages.onnx")
     times: dict[str, float] = {}
 
+    cpu: dict[str, float] = {}
+
     def timed(name, fn):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
         times[name] = times.get(name, 0.0) + time.perf_counter() - start
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - start_cpu
         return result
 
     loaded = timed("onnx-ir load", lambda: ir.load(model))
@@ -217,25 +226,27 @@ def stage_times(model: Path) -> None:
     report = timed("reports", lambda: build_report(result, source=model, output=out,
                                                    settings={}))
     timed("reports", lambda: write_prune_reports(report, out))
-    total = sum(times.values())
+    total, total_cpu = sum(times.values()), sum(cpu.values())
+    print(f"  {'stage':36s} {'wall':>10s} {'share':>7s} {'CPU':>10s}")
     for name, seconds in times.items():
-        print(f"  {name:36s} {seconds:8.2f} s  {seconds / total:6.1%}")
-    print(f"  {'total':36s} {total:8.2f} s")
+        print(f"  {name:36s} {seconds:8.2f} s  {seconds / total:6.1%} {cpu[name]:8.2f} s")
+    print(f"  {'total':36s} {total:8.2f} s  {'':6s} {total_cpu:8.2f} s")
 
 
 def _print_rows(rows: list[dict]) -> None:
-    print(f"{'nodes':>8} {'analyze s':>10} {'analyze MB':>11} {'job s':>8} {'job MB':>8} "
-          f"{'growth (time/node ratio): analyze, job':>40}")
+    print(f"{'nodes':>8} {'analyze s':>10} {'(CPU s)':>8} {'analyze MB':>11} {'job s':>8} "
+          f"{'(CPU s)':>8} {'job MB':>8} {'growth (CPU/node ratio): analyze, job':>40}")
     previous = None
     for row in rows:
         growth = ""
         if previous is not None:
             scale = row["nodes"] / previous["nodes"]
-            analyze = row["analyze_s"] / previous["analyze_s"] / scale
-            job = row["job_s"] / previous["job_s"] / scale
+            analyze = row["analyze_cpu"] / previous["analyze_cpu"] / scale
+            job = row["job_cpu"] / previous["job_cpu"] / scale
             growth = f"x{scale:.1f} nodes: {analyze:.2f}, {job:.2f}"
-        print(f"{row['nodes']:>8} {row['analyze_s']:>10.2f} {row['analyze_mb']:>11.0f} "
-              f"{row['job_s']:>8.2f} {row['job_mb']:>8.0f} {growth:>40}", flush=True)
+        print(f"{row['nodes']:>8} {row['analyze_s']:>10.2f} {row['analyze_cpu']:>8.2f} "
+              f"{row['analyze_mb']:>11.0f} {row['job_s']:>8.2f} {row['job_cpu']:>8.2f} "
+              f"{row['job_mb']:>8.0f} {growth:>40}", flush=True)
         previous = row
 
 

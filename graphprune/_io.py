@@ -6,6 +6,8 @@ import contextlib
 import logging
 import os
 import secrets
+import stat
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import TopologicalSortPass
 
+from graphprune import staging
 from graphprune._shape_inference import infer_onnx_shapes
 from graphprune.analysis.static_values import infer_shapes as infer_with_static_values
 from graphprune.destinations import (
@@ -94,14 +97,17 @@ def _passes_once_sorted(path: Path, exc: Exception) -> bool:
 
 
 def _graphs(graph: ir.Graph) -> Iterator[ir.Graph]:
-    """``graph`` and every subgraph in it, at any depth."""
+    """``graph`` and every subgraph in it, at any depth (one look at each node's attributes)."""
     yield graph
-    for node in ir.traversal.RecursiveGraphIterator(graph):
-        for attribute in node.attributes.values():
+    for node in graph:
+        if not node.attributes:
+            continue
+        for attribute in node.attributes.data.values():
             if attribute.type == ir.AttributeType.GRAPH:
-                yield attribute.value
+                yield from _graphs(attribute.value)
             elif attribute.type == ir.AttributeType.GRAPHS:
-                yield from attribute.value
+                for body in attribute.value:
+                    yield from _graphs(body)
 
 
 def _external_tensors(graph: ir.Graph) -> Iterator[ir.ExternalTensor]:
@@ -256,6 +262,42 @@ def _replace_pair(staging: Path, path: Path, data_name: str | None, model: ir.Mo
             file.unlink(missing_ok=True)
 
 
+def _orphaned_data(path: Path, model: ir.Model) -> list[Path]:
+    """Files named as graphprune names ``path``'s data (``<name>.<hex>.data``) no model reads.
+
+    A write killed (SIGKILL) after its data was put in place and before the model was renamed
+    leaves one. It is ours to remove when it is this user's regular file, neither written nor
+    linked for :data:`~graphprune.staging.STALE_AFTER_S` (a concurrent write links its data just
+    before it renames its model), and read by neither the model now at ``path``, nor any other
+    model in the folder, nor the input being written.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    named = files_named_after(path, [Path(e.path) for e in entries if e.name.endswith(".data")])
+    now = time.time()
+    candidates = []
+    for file in named:
+        if file.name == f"{path.name}.data":
+            continue  # the name earlier versions wrote: the previous model's, see _old_data
+        with contextlib.suppress(OSError):
+            info = file.lstat()
+            if (stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
+                    and staging.age_s(info, now, linked=True) >= staging.STALE_AFTER_S):
+                candidates.append(file)
+    if not candidates:
+        return []
+    reads = [Path(t.path) for t in _external_tensors(model.graph)]
+    source = model.meta.get(SOURCE_KEY)
+    reads += input_files(Path(source)) if source is not None else []
+    for entry in entries:
+        if entry.name.endswith(".onnx") and entry.is_file():
+            reads += data_files(Path(entry.path))
+    return [f for f in candidates if not any(same_file(f, r) for r in reads)]
+
+
 def save_model(
     model: ir.Model,
     path: str | os.PathLike,
@@ -271,7 +313,8 @@ def save_model(
     is used when the loaded file had it (even if every external tensor was sliced into memory
     since), when the model still has external tensors, or when its tensors would not fit a
     protobuf. ``check`` is called on the staged file before anything is renamed; if it raises,
-    nothing is written. Stale staging folders of dead processes are swept from the folder first.
+    nothing is written. Stale staging folders of dead processes, and data files of ``path``
+    that a killed write left unreferenced, are swept from the folder first.
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
@@ -281,19 +324,21 @@ def save_model(
     data_name = f"{path.name}.{secrets.token_hex(4)}.data" if external_data else None
     _check_destination(model, path)
     sweep_stale(folder)
+    for orphan in _orphaned_data(path, model):
+        orphan.unlink(missing_ok=True)
     try:
-        staging = make_staging(folder)
+        staged = make_staging(folder)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here ({exc.strerror or exc})") from exc
     try:
-        ir.save(model, staging / path.name, external_data=data_name)
+        ir.save(model, staged / path.name, external_data=data_name)
         if check is not None:
-            check(staging / path.name)
-        _replace_pair(staging, path, data_name, model)
+            check(staged / path.name)
+        _replace_pair(staged, path, data_name, model)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     finally:
-        remove_staging(staging)
+        remove_staging(staged)
 
 
 def _file_backed(tensor) -> bool:

@@ -204,6 +204,8 @@ def prune(
             raise UsageError(f"{name} must be in [0, 1), got {value}")
     if round_to < 1:
         raise UsageError(f"round-to must be a positive integer, got {round_to}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
     budget = _budget(ratios, round_to, allocation, target_macs, target_params, target_latency)
     if (sensitivity is not None) != (allocation == "sensitivity"):
         raise UsageError("allocation 'sensitivity' and a sensitivity table go together "

@@ -9,7 +9,8 @@ While the CLI runs, SIGTERM and SIGHUP raise :class:`Interrupted` (SIGINT raises
 ``KeyboardInterrupt``), so the ``finally`` blocks that remove staging run; the CLI then exits
 with 128 + the signal number (130 for SIGINT, 143 for SIGTERM). :func:`signals_deferred`
 holds signals back over the few renames that replace a model and its data, so a signal never
-lands between them. SIGKILL cannot be caught: what it leaves is swept by a later run.
+lands between them. SIGKILL cannot be caught: what it leaves is swept by a later run (staging
+here; an unreferenced data file of a model by :func:`graphprune._io.save_model`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -27,7 +29,11 @@ from pathlib import Path
 
 PREFIX = ".graphprune-"
 STALE_AFTER_S = 3600.0  # a dead process's staging younger than this is left alone
+LEGACY_STALE_AFTER_S = 86400.0  # staging without an owner pid: left alone for a day
 _OWNER = re.compile(r"\.graphprune-(\d+)-")
+# What earlier versions staged, exactly as tempfile names it: no pid to ask, so only a name of
+# this form, owned by this user and untouched for LEGACY_STALE_AFTER_S, is swept.
+_LEGACY = re.compile(r"\.graphprune-(?:sweep-|oracle-)?[a-z0-9_]{8}(?:\.onnx|\.json|\.html)?")
 _CAUGHT = (signal.SIGTERM, signal.SIGHUP)
 _DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _active: set[Path] = set()
@@ -87,24 +93,63 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale(folder: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
-    """Removes staging in ``folder`` whose process is gone and that is older than ``max_age_s``.
+def age_s(info: os.stat_result, now: float | None = None, linked: bool = False) -> float:
+    """Seconds since a file was last written (or, with ``linked``, also linked or renamed).
 
-    Only names with an owner pid (``.graphprune-<pid>-...``) are considered; errors are ignored
-    (a folder that cannot be listed has nothing to sweep). Returns what was removed.
+    ``linked`` takes the later of mtime and ctime: a hard link or rename sets only ctime.
+    """
+    last = max(info.st_mtime, info.st_ctime) if linked else info.st_mtime
+    return (time.time() if now is None else now) - last
+
+
+def _stale(entry: os.DirEntry, now: float, max_age_s: float | None) -> bool:
+    """Staging of a process that is gone (by its pid), or legacy staging that is ours and old."""
+    owner = _OWNER.match(entry.name)
+    if owner is not None:
+        if _alive(int(owner.group(1))):
+            return False
+        limit = STALE_AFTER_S if max_age_s is None else max_age_s
+        return age_s(entry.stat(follow_symlinks=False), now) >= limit
+    if _LEGACY.fullmatch(entry.name) is None:
+        return False
+    limit = LEGACY_STALE_AFTER_S if max_age_s is None else max_age_s
+    return _ours_and_old(Path(entry.path), now, limit)
+
+
+def _ours_and_old(path: Path, now: float, limit: float) -> bool:
+    """A regular file, or a folder of regular files, of this user, none touched in ``limit``."""
+    top = path.lstat()
+    if stat.S_ISDIR(top.st_mode):
+        inside = [item.lstat() for item in path.iterdir()]
+        if not all(stat.S_ISREG(info.st_mode) for info in inside):
+            return False
+    elif stat.S_ISREG(top.st_mode):
+        inside = []
+    else:
+        return False
+    return all(info.st_uid == os.getuid() and age_s(info, now) >= limit
+               for info in (top, *inside))
+
+
+def sweep_stale(folder: Path, max_age_s: float | None = None) -> list[Path]:
+    """Removes staging in ``folder`` that no running job can be using.
+
+    Staging named with an owner pid (``.graphprune-<pid>-...``) goes once that process is gone
+    and it is older than ``max_age_s`` (default :data:`STALE_AFTER_S`). Staging of earlier
+    versions (``.graphprune-<8 tempfile characters>``, no pid) goes only when it is this user's,
+    and it and everything in it are older than ``max_age_s`` (default
+    :data:`LEGACY_STALE_AFTER_S`). Errors are ignored (a folder that cannot be listed has
+    nothing to sweep). Returns what was removed.
     """
     removed = []
     now = time.time()
     try:
-        entries = list(os.scandir(folder))
+        entries = [e for e in os.scandir(folder) if e.name.startswith(PREFIX)]
     except OSError:
         return removed
     for entry in entries:
-        owner = _OWNER.match(entry.name)
-        if owner is None or _alive(int(owner.group(1))):
-            continue
         try:
-            if now - entry.stat(follow_symlinks=False).st_mtime < max_age_s:
+            if not _stale(entry, now, max_age_s):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)

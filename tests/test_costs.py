@@ -139,6 +139,52 @@ def test_contrib_dynamic_quantize_lstm_and_fused_matmul():
     }
 
 
+def test_matmul_integer_after_dynamic_quantize_lstm_is_counted_at_the_given_shape():
+    """ONNX infers nothing after the contrib LSTM (no schema): neither shape nor dtype.
+
+    The LSTM's rule fills its output shapes and the sweep types what follows, so the
+    MatMulInteger of the classifier is counted (it was 0, with a note).
+    """
+    seq, batch, inp, hidden, classes = 5, 2, 3, 4, 7
+    m = build(f"g (float[S,{batch},{inp}] x) => (int32 z) {{"
+              f" y, h, c = com.microsoft.DynamicQuantizeLSTM<hidden_size={hidden}>"
+              '(x, w, r, "", "", "", "", "", ws, wz, rs, rz)'
+              " shape = Shape(y)"
+              " steps = Gather<axis=0>(shape, zero)"
+              " rows = Mul(steps, two)"
+              " target = Concat<axis=0>(rows1, cols)"
+              " flat = Reshape(y, target)"
+              " q, qs, qz = DynamicQuantizeLinear(flat)"
+              " z = MatMulInteger(q, b, qz, bz) }",
+              w=np.ones((1, inp, 4 * hidden), np.int8), ws=np.float32(0.1), wz=np.int8(0),
+              r=np.ones((1, hidden, 4 * hidden), np.int8), rs=np.float32(0.1), rz=np.int8(0),
+              zero=np.int64(0), two=np.int64(batch), rows1=np.array([-1], np.int64),
+              cols=np.array([hidden], np.int64), b=np.ones((hidden, classes), np.int8),
+              bz=np.int8(0))
+    costs = count_costs(m, {"x": (seq, batch, inp)})
+    assert costs.macs_by_op == {
+        "DynamicQuantizeLSTM": seq * batch * 4 * hidden * (inp + hidden),
+        "MatMulInteger": seq * batch * hidden * classes,  # flat[S*B, H] @ b[H, classes]
+    }
+    assert not costs.notes
+
+
+def test_int32_bias_read_by_dequantize_linear_is_a_parameter():
+    """A QDQ Conv's bias is stored as int32 and dequantized; it is a weight like the others."""
+    w, b = np.ones((4, 3, 1, 1), np.int8), np.arange(4, dtype=np.int32)
+    m = build("g (float[1,3,6,6] x) => (float[1,4,6,6] y) {"
+              " wf = DequantizeLinear<axis=0>(w, ws, wz)"
+              " bf = DequantizeLinear<axis=0>(b, bs, bz)"
+              " y = Conv(x, wf, bf) }",
+              w=w, ws=np.full(4, 0.1, np.float32), wz=np.zeros(4, np.int8),
+              b=b, bs=np.full(4, 0.01, np.float32), bz=np.zeros(4, np.int32))
+    costs = count_costs(m)
+    assert costs.macs == 4 * 6 * 6 * 3
+    # int8 weights and zero points, float scales, and the int32 bias and its zero point
+    assert costs.params == w.size + 4 + 4 + b.size + 4 + 4
+    assert costs.params_by_op == {"DequantizeLinear": costs.params}
+
+
 def test_contrib_attention_counts_projection_and_both_products():
     batch, seq, hidden, heads = 2, 6, 8, 2
     m = build(f"g (float[{batch},{seq},{hidden}] x) => (float[{batch},{seq},{hidden}] y) "

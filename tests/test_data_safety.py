@@ -320,6 +320,77 @@ def test_stale_staging_of_dead_processes_is_swept(tmp_path):
     assert sorted(_staging_left(tmp_path)) == sorted([names["dead_new"], names["alive_old"]])
 
 
+def test_legacy_staging_without_a_pid_is_swept_only_when_ours_and_old(tmp_path):
+    """Staging of earlier versions (tempfile names, no pid) was never swept."""
+    from graphprune import staging
+
+    source = tmp_path / "m.onnx"
+    onnx.save(conv_model(), source)
+    old = time.time() - 2 * staging.LEGACY_STALE_AFTER_S
+    swept = [".graphprune-k2_9zq0x", ".graphprune-sweep-abcdefgh", ".graphprune-oracle-0a1b2c3d",
+             ".graphprune-q1w2e3r4.json"]
+    kept = [".graphprune-young123",  # too young: may still be in use
+            ".graphprune-notes",  # not a name tempfile makes: the user's
+            ".graphprune-nested12"]  # holds a folder: not what staging held
+    for name in swept + kept:
+        path = tmp_path / name
+        if name.endswith(".json"):
+            path.write_text("{}")
+        else:
+            path.mkdir()
+            (path / "out.onnx").write_bytes(b"partial")
+            os.utime(path / "out.onnx", (old, old))
+        if name == ".graphprune-nested12":
+            (path / "inner").mkdir()
+            os.utime(path / "inner", (old, old))
+        if name != ".graphprune-young123":
+            os.utime(path, (old, old))
+    assert main([str(source), "-o", str(tmp_path / "out.onnx"), *FAST]) == 0
+    assert sorted(_staging_left(tmp_path)) == sorted(kept)
+
+
+_SIGKILL_BETWEEN_RENAMES = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    import onnx_ir as ir
+    from graphprune._io import save_model
+    from tests.test_bad_input import conv_model
+    real = os.replace
+    def replace(src, dst, *args, **kwargs):
+        if str(dst).endswith("out.onnx"):
+            os.kill(os.getpid(), signal.SIGKILL)  # the new data is in place, the model is not
+        return real(src, dst, *args, **kwargs)
+    os.replace = replace
+    save_model(ir.from_proto(conv_model(2)), Path(sys.argv[1]), external_data=True)
+""")
+
+
+def test_sigkill_between_the_renames_leaves_an_orphan_that_a_later_write_sweeps(
+        tmp_path, monkeypatch):
+    from graphprune import staging
+
+    out = tmp_path / "out.onnx"
+    save_model(_external_ir(1), out, external_data=True)
+    first = {p.name for p in tmp_path.glob("*.data")}
+    done = subprocess.run([sys.executable, "-c", _SIGKILL_BETWEEN_RENAMES, str(out)],
+                          capture_output=True, text=True, timeout=300, check=False,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    orphans = {p.name for p in tmp_path.glob("*.data")} - first
+    assert len(orphans) == 1 and _staging_left(tmp_path)  # what SIGKILL leaves behind
+    named = f"out.onnx.{'0' * 8}.data"  # named like ours, but another model reads it: kept
+    _save_external(conv_model(3), tmp_path / "copy.onnx", named)
+    save_model(_external_ir(3), out, external_data=True)  # young: nothing is swept yet
+    assert orphans <= {p.name for p in tmp_path.glob("*.data")}
+    monkeypatch.setattr(staging, "STALE_AFTER_S", 0.0)
+    save_model(_external_ir(4), out, external_data=True)
+    left = {p.name for p in tmp_path.glob("*.data")}
+    assert not orphans & left and not _staging_left(tmp_path)
+    assert named in left and len(left) == 2  # copy.onnx's data and out.onnx's own
+    onnx.checker.check_model(str(tmp_path / "copy.onnx"), full_check=True)
+    onnx.checker.check_model(str(out), full_check=True)
+
+
 # --- --force in place measures against the real original -------------------------------------
 
 
@@ -466,3 +537,13 @@ def test_analysis_over_the_element_cap_is_refused(tmp_path, capfd, monkeypatch):
     monkeypatch.setattr(axes, "MAX_ELEMENTS", 100)
     assert main(["analyze", str(path)]) == 2
     _one_error(capfd, "the channel analysis needs more than 100 elements")
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "3", True])
+def test_api_seed_that_is_not_a_non_negative_int_is_a_usage_error(seed):
+    """``graphprune.prune(seed=-1)`` failed inside numpy (ValueError) instead of a UsageError."""
+    from graphprune.errors import UsageError
+
+    model = ir.from_proto(conv_model())
+    with pytest.raises(UsageError, match="seed must be a non-negative integer"):
+        graphprune.prune(model, 0.5, criterion="random", seed=seed)

@@ -163,3 +163,63 @@ def test_job_end_to_end_on_a_large_graph(tmp_path):
     assert main([str(model), "--ratio", "0.5", "--no-bench", "-o", str(out)]) == 0
     assert out.is_file() and out.with_name("big.pruned.report.html").is_file()
     assert main(["analyze", str(model)]) == 0
+
+
+def test_analysis_reads_each_weight_shape_once(monkeypatch):
+    """Each weight's shape object is built once during the analysis.
+
+    A tensor read from a proto builds a new shape object on every access, and rules and the
+    axis table ask several times per node; the dims are now kept per tensor.
+    """
+    from onnx_ir import _core
+
+    model = _model(SMALL)
+    built = {"shapes": 0}
+    original = _core.Shape.__init__
+
+    def counted(self, *args, **kwargs):
+        built["shapes"] += 1
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_core.Shape, "__init__", counted)
+    analyze_channels(model)
+    assert 0 < built["shapes"] <= len(model.graph.initializers)
+
+
+def test_a_plan_answers_unchanged_axes_without_numpy():
+    """An axis that loses nothing is answered from a dictionary, without numpy.
+
+    The passes and the cost model ask a plan about every axis of every value.
+    """
+    model = _model(SMALL)
+    analysis = analyze_channels(model)
+    group = analysis.groups[len(analysis.groups) // 2]
+    plan = PrunePlan(analysis, group.classes[:1])  # one channel of one group
+    values = {id(v): v for node in model.graph for v in (*node.inputs, *node.outputs)
+              if v is not None}
+    questions = [(v, axis) for v in values.values() for axis in range(len(v.shape or ()))]
+    assert len(questions) > 1000
+
+    def ask():
+        return sum(plan.kept(v, axis) is not None for v, axis in questions)
+
+    profile = cProfile.Profile()
+    changed = profile.runcall(ask)
+    numpy_calls = sum(stat[1] for key, stat in pstats.Stats(profile).stats.items()
+                      if "numpy" in key[0] or "numpy" in key[2])
+    assert 0 < changed <= len(group.axes)
+    assert numpy_calls <= 20 * len(group.axes) + 50, numpy_calls
+
+
+def test_subgraph_walk_looks_only_at_nodes_with_attributes():
+    """``has_external_data`` and the destination checks walk every graph (3 walks per save).
+
+    onnx-ir's recursive iterator costs about 19 calls per node here; a few are enough.
+    """
+    from graphprune import _io
+
+    model = _model(4 * SMALL)
+    profile = cProfile.Profile()
+    profile.runcall(lambda: list(_io._graphs(model.graph)))
+    calls = sum(stat[1] for stat in pstats.Stats(profile).stats.values())
+    assert calls <= 8 * len(model.graph), calls

@@ -7,14 +7,14 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from graphprune.core import AxisRef, is_constant, static_shape
 from graphprune.errors import UsageError
-from graphprune.ops.base import AxisRef, is_constant, static_shape
 
 MAX_AXIS_ELEMENTS = 1 << 24  # a longer axis holds no channels: it stays whole (opaque)
 MAX_ELEMENTS = 1 << 27  # more elements than this in all axes would need gigabytes: refused
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ChannelAxis:
     """One axis of one tensor: elements ``base .. base+size-1`` in the analysis.
 
@@ -52,7 +52,21 @@ class AxisTable:
     def __init__(self) -> None:
         self.axes: list[ChannelAxis] = []
         self._index: dict[tuple[int, int], int] = {}
+        self._facts: dict[int, tuple[tuple[int | None, ...] | None, bool]] = {}  # per value
         self._next = 0
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def facts(self, value: ir.Value) -> tuple[tuple[int | None, ...] | None, bool]:
+        """``(static_shape(value), is_constant(value))``, computed once per value."""
+        key = id(value)
+        found = self._facts.get(key)
+        if found is None:
+            found = self._facts[key] = (static_shape(value), is_constant(value))
+        return found
+
+    def forget_facts(self) -> None:
+        """Drops the per-value cache of :meth:`facts` (the walk is over; it refills on demand)."""
+        self._facts = {}
 
     def get(self, ref: AxisRef) -> ChannelAxis:
         value, axis = ref
@@ -60,7 +74,7 @@ class AxisTable:
         found = self._index.get(key)
         if found is not None:
             return self.axes[found]
-        shape = static_shape(value)
+        shape, constant = self.facts(value)
         size = shape[axis] if shape is not None and axis < len(shape) else None
         opaque = size is None or size > MAX_AXIS_ELEMENTS
         size = 1 if opaque else size
@@ -68,11 +82,19 @@ class AxisTable:
             raise UsageError(f"the channel analysis needs more than {MAX_ELEMENTS} elements "
                              f"(at axis {axis} of '{value.name}'); the model is too large to "
                              "analyze in bounded memory")
-        entry = ChannelAxis(value, axis, self._next, size, opaque, is_constant(value))
+        entry = ChannelAxis(value, axis, self._next, size, opaque, constant)
         self._index[key] = len(self.axes)
         self.axes.append(entry)
         self._next += entry.size
         return entry
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per axis, in table order: first element id, element count, opaque flag."""
+        if self._arrays is None or len(self._arrays[0]) != len(self.axes):
+            self._arrays = (np.array([e.base for e in self.axes], dtype=np.int64),
+                            np.array([e.size for e in self.axes], dtype=np.int64),
+                            np.array([e.opaque for e in self.axes], dtype=bool))
+        return self._arrays
 
     def find(self, value: ir.Value, axis: int) -> ChannelAxis | None:
         found = self._index.get((id(value), axis))

@@ -16,10 +16,16 @@ import numpy as np
 import onnx_ir as ir
 
 from graphprune.analysis.axes import AxisTable, ChannelAxis
-from graphprune.analysis.blocked import Blocked, BlockReason
 from graphprune.analysis.unionfind import components
+from graphprune.core import (
+    Blocked,
+    BlockReason,
+    Choice,
+    Coupling,
+    SplitChoice,
+    is_onnx_domain,
+)
 from graphprune.ops import lookup
-from graphprune.ops.base import Choice, Coupling, SplitChoice, is_constant, static_shape
 
 NOT_BLOCKED = np.iinfo(np.int64).max
 
@@ -86,14 +92,14 @@ class _Collector:
         self.choices: list[tuple[ir.Node, Choice | SplitChoice]] = []
         self.block_axes: list[tuple[ChannelAxis, int]] = []  # axes joined into whole blocks,
         # with the elements of one block there
-        self._shapes: dict[int, tuple[int | None, ...] | None] = {}
 
     def shape(self, value: ir.Value) -> tuple[int | None, ...] | None:
         """``static_shape(value)``, computed once per value (the walk asks several times)."""
-        key = id(value)
-        if key not in self._shapes:
-            self._shapes[key] = static_shape(value)
-        return self._shapes[key]
+        return self.table.facts(value)[0]
+
+    def constant(self, value: ir.Value) -> bool:
+        """``is_constant(value)``, computed once per value."""
+        return self.table.facts(value)[1]
 
     def record(self, blocked: Blocked) -> int:
         self.records.append(blocked)
@@ -235,16 +241,22 @@ def _subgraph_outer_values(node: ir.Node) -> list[ir.Value]:
 
 def _node_result(node: ir.Node, exclude: Sequence[str]) -> list[Coupling | Choice] | Blocked:
     name, op = node.name or "", node.op_type
-    if any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
+    if exclude and _matches(name, exclude):
         return Blocked(BlockReason.EXCLUDED, name, op, "matches --exclude")
-    graph_types = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
-    if any(a.type in graph_types for a in node.attributes.values()):
+    if node.attributes and _has_subgraph(node):
         return Blocked(BlockReason.SUBGRAPH, name, op, "channels reaching a subgraph stay whole")
     rule = lookup(node)
     if rule is None:
-        domain = f"{node.domain}::" if node.domain not in ("", "ai.onnx") else ""
+        domain = "" if is_onnx_domain(node) else f"{node.domain}::"
         return Blocked(BlockReason.UNKNOWN_OP, name, op, f"no rule for {domain}{op}")
     return rule.couplings(node)
+
+
+_GRAPH_TYPES = frozenset({ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS})
+
+
+def _has_subgraph(node: ir.Node) -> bool:
+    return any(a.type in _GRAPH_TYPES for a in node.attributes.data.values())
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -257,7 +269,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
     for node in graph:
         inputs = [v for v in node.inputs if v is not None]
         outputs = [v for v in node.outputs if v is not None and v.name]
-        from_constants = all(is_constant(v) or id(v) in derived for v in inputs)
+        from_constants = all(col.constant(v) or id(v) in derived for v in inputs)
         if from_constants:
             derived.update(id(v) for v in outputs)
         result = _node_result(node, exclude)
@@ -277,7 +289,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
                 for option in (item.major, item.minor):
                     ea, eb = col.table.get(option.a), col.table.get(option.b)
                     declared.update([(id(ea.value), ea.axis), (id(eb.value), eb.axis)])
-                    if not is_constant(ea.value) and id(ea.value) not in derived:
+                    if not ea.constant and id(ea.value) not in derived:
                         fed.add((id(eb.value), eb.axis))
                 continue
             if isinstance(item, Choice):  # settled once every node has spoken
@@ -289,7 +301,7 @@ def _walk(graph: ir.Graph, exclude: Sequence[str], resize_io: Sequence[str] = ()
             declared.update([(id(ea.value), ea.axis), (id(eb.value), eb.axis)])
             for out, other in ((ea, eb), (eb, ea)):
                 if id(out.value) in output_ids and id(other.value) not in output_ids:
-                    if not is_constant(other.value) and id(other.value) not in derived:
+                    if not other.constant and id(other.value) not in derived:
                         fed.add((id(out.value), out.axis))
         record = None
         for value in inputs + outputs:
@@ -337,6 +349,7 @@ def analyze_channels(model: ir.Model, exclude: Sequence[str] = (),
         col.settle_choices()
     labels, class_block = col.labels_and_blocks()
     groups, blocked_sources = _build_groups(col, labels, class_block)
+    col.table.forget_facts()
     return ChannelAnalysis(model, col.table, labels, class_block, tuple(col.records), groups,
                            blocked_sources)
 
@@ -385,8 +398,11 @@ def _build_groups(col: _Collector, labels: np.ndarray, class_block: np.ndarray):
         root = sources[root_index[key]]
         order = labels[root.base : root.base + root.size]
         on_root = _first_occurrences(order[label_group[order] == g])
-        rest = np.setdiff1d(by_group[g], on_root, assume_unique=True)
-        members = np.concatenate([on_root, rest]).astype(np.int64)
+        if len(on_root) == len(by_group[g]):  # the usual case: the root reaches every class
+            members = on_root.astype(np.int64)
+        else:
+            rest = np.setdiff1d(by_group[g], on_root, assume_unique=True)
+            members = np.concatenate([on_root, rest]).astype(np.int64)
         parts = _segments(members, signature[members])
         axes = tuple(touched[g].tolist())
         kind = "heads" if block_axes.keys() & set(axes) else "channels"
@@ -413,9 +429,10 @@ class _Layout:
     def __init__(self, table: AxisTable, labels: np.ndarray) -> None:
         self.table, self.labels = table, labels
         self.num_axes = max(1, len(table.axes))
-        sizes = np.maximum(0, np.array([e.size for e in table.axes], dtype=np.int64))
+        bases, sizes, _ = table.arrays()
+        sizes = np.maximum(0, sizes)
         self.constant = np.array([e.constant for e in table.axes], dtype=bool)
-        self.element = _ranges([e.base for e in table.axes], sizes)  # axis by axis
+        self.element = _ranges(bases, sizes)  # axis by axis
         self.axis_of = np.repeat(np.arange(len(sizes)), sizes)
         self._pairs: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -425,7 +442,7 @@ class _Layout:
     def label_axis_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """Each distinct ``(class label, axis index)`` once, sorted by label then axis."""
         if self._pairs is None:
-            key = np.unique(self.labels[self.element] * self.num_axes + self.axis_of)
+            key = _distinct(self.labels[self.element] * self.num_axes + self.axis_of)
             self._pairs = key // self.num_axes, key % self.num_axes
         return self._pairs
 
@@ -434,7 +451,7 @@ class _Layout:
         label, axis = self.label_axis_pairs()
         group = label_group[label]
         keep = group >= 0
-        key = np.unique(group[keep] * self.num_axes + axis[keep])
+        key = _distinct(group[keep] * self.num_axes + axis[keep])
         return _split_by(key % self.num_axes, key // self.num_axes, num_groups)
 
     def signatures(self) -> np.ndarray:
@@ -445,6 +462,14 @@ class _Layout:
         label, axis = self.label_axis_pairs()
         np.add.at(signature, label, weights.astype(np.uint64)[axis])
         return signature
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` by one sort (numpy's hash-based unique is slower on large ints)."""
+    values = np.sort(values, kind="stable")
+    if len(values) < 2:
+        return values
+    return values[np.concatenate([[True], values[1:] != values[:-1]])]
 
 
 def _unique_sources(sources: Sequence[ChannelAxis]) -> list[ChannelAxis]:
@@ -476,12 +501,18 @@ def _split_by(values: np.ndarray, keys: np.ndarray, num_keys: int) -> list[np.nd
 
 def _first_occurrences(values: np.ndarray) -> np.ndarray:
     """The distinct entries of ``values`` in the order they first appear."""
+    if len(values) < 2 or bool((values[1:] > values[:-1]).all()):
+        return values  # increasing: already distinct, in order
     _, first = np.unique(values, return_index=True)
     return values[np.sort(first)]
 
 
 def _segments(members: np.ndarray, signature: np.ndarray) -> tuple[np.ndarray, ...]:
     """``members`` split by signature, segments in order of first appearance, order kept."""
+    if not len(signature):
+        return ()
+    if bool((signature == signature[0]).all()):
+        return (members,)  # one segment
     _, first, inverse = np.unique(signature, return_index=True, return_inverse=True)
     parts = _split_by(members, inverse.reshape(-1), len(first))
     return tuple(parts[k] for k in np.argsort(first, kind="stable"))

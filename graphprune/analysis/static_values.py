@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.ops.base import (
+from graphprune.core import (
     STATIC_VALUE_KEY,
     is_constant,
+    is_onnx_domain,
     known_array,
     opset_of,
     static_shape,
@@ -129,7 +130,7 @@ def _evaluate(node: ir.Node, inputs: list[np.ndarray | None]) -> list[np.ndarray
 
 def _annotate_node(node: ir.Node) -> bool:
     """Stores the node's outputs in ``value.meta`` when they are small and known."""
-    if node.domain not in ("", "ai.onnx") or node.op_type not in _FOLDABLE:
+    if not is_onnx_domain(node) or node.op_type not in _FOLDABLE:
         return False
     if node.op_type == "Shape":
         outputs = [_shape_value(node)]
@@ -157,7 +158,12 @@ def _annotate_node(node: ir.Node) -> bool:
 
 
 def _has_unknown_dims(node: ir.Node) -> bool:
-    return any(v.shape is None or any(not isinstance(d, int) for d in v.shape)
+    """An output without a dtype, a shape, or a static dim.
+
+    A dtype is what later nodes need to be inferred at all; after a contrib op ONNX inference
+    knows neither.
+    """
+    return any(v.dtype is None or v.shape is None or any(not isinstance(d, int) for d in v.shape)
                for v in node.outputs if v is not None and v.name)
 
 
@@ -193,12 +199,14 @@ def _infer_node(node: ir.Node) -> None:
         return
     for value in node.outputs:
         tensor_type = inferred.get(value.name)
-        if tensor_type is None or not tensor_type.tensor_type.HasField("shape"):
+        if tensor_type is None:
+            continue
+        if value.dtype is None and tensor_type.tensor_type.elem_type:
+            value.dtype = ir.DataType(tensor_type.tensor_type.elem_type)
+        if not tensor_type.tensor_type.HasField("shape"):
             continue
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                 for d in tensor_type.tensor_type.shape.dim]
-        if value.dtype is None and tensor_type.tensor_type.elem_type:
-            value.dtype = ir.DataType(tensor_type.tensor_type.elem_type)
         old = value.shape
         if old is None or len(old) != len(dims):
             value.shape = ir.Shape(dims)

@@ -18,8 +18,8 @@ import dataclasses
 import fnmatch
 from collections.abc import Sequence
 
-from graphprune.analysis.blocked import Blocked
 from graphprune.analysis.dependency import ChannelAnalysis, analyze_channels
+from graphprune.core import Blocked
 
 _TOP_REASONS = 3
 

@@ -25,7 +25,7 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.core import Blocked, BlockReason
 from graphprune.ops.base import (
     Coupling,
     Dims,

@@ -1,118 +1,54 @@
-"""Rule base classes, the coupling record and the node context rules read from.
+"""Rule base classes and the helpers rules share (constants, attributes, broadcasting).
 
 A rule looks at one node and declares which tensor axes are *coupled*: element ``ia[i]`` of axis
 ``a`` and element ``ib[i]`` of axis ``b`` must be removed together. Every input or output axis a
 rule does not mention is blocked by the analysis, so a rule only ever has to state what it knows.
+The records a rule returns (:class:`Coupling`, :class:`Blocked`, ...) are the contract with the
+analysis and live in :mod:`graphprune.core`; they are re-exported here for the rules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.core import (  # re-exported: rules import the contract from here or core
+    STATIC_VALUE_KEY,
+    AxisRef,
+    Blocked,
+    BlockReason,
+    BodyMacs,
+    Choice,
+    Coupling,
+    Dims,
+    PlanView,
+    SplitChoice,
+    constant_array,
+    identity,
+    is_constant,
+    known_array,
+    mapped,
+    normalize_axis,
+    opset_of,
+    static_shape,
+    symbolic_shape,
+)
 
-AxisRef = tuple[ir.Value, int]
-Dims = Callable[[ir.Value | None], "tuple[int, ...] | None"]
-"""A value's concrete shape at the input shapes in use (None when unknown); see Rule.macs."""
-BodyMacs = Callable[[ir.Graph], int]
-STATIC_VALUE_KEY = "graphprune.static_value"
-
-
-@dataclasses.dataclass(frozen=True)
-class Coupling:
-    """Element ``ia[i]`` of axis ``a`` is the same channel as element ``ib[i]`` of axis ``b``.
-
-    ``ia``/``ib`` set to None means the identity map over two axes of equal length. ``blocks``
-    marks a map that joins channels into whole blocks (attention heads): groups on its axes are
-    counted in blocks.
-    """
-
-    a: AxisRef
-    b: AxisRef
-    ia: np.ndarray | None = None
-    ib: np.ndarray | None = None
-    blocks: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Choice:
-    """Exactly one of ``options`` is declared: the first whose ``a`` axis has free channels.
-
-    Merging axes into one (``[N,H,W,C] -> [N, H*W*C]``) can keep any one input axis's channels
-    dense in the output, but only one: an output element cannot belong to two channels. The
-    analysis picks the option whose input channels are not already blocked (the channel axis, not
-    the spatial ones), the first option when none or several are.
-    """
-
-    options: tuple[Coupling, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitChoice:
-    """A split ``[.., m*n] -> [.., m, n]``: channel ``c`` goes to the major axis or the minor one.
-
-    ``major`` maps ``c -> c // n`` (whole blocks of ``n`` channels, such as attention heads, are
-    one channel of the major axis); ``minor`` maps ``c -> c % n`` (the same offset in every
-    block, as a channel shuffle needs). The axis not taken stays whole. The analysis takes the
-    major option when the blocks stay whole wherever they go: not blocked, and merged back (if at
-    all) as the major axis of a merge, as attention's head merge does; otherwise the minor one.
-    """
-
-    major: Coupling  # its ``blocks`` is set: see :class:`Coupling`
-    minor: Coupling
-
-
-def identity(a: AxisRef, b: AxisRef) -> Coupling:
-    return Coupling(a, b)
-
-
-def mapped(a: AxisRef, b: AxisRef, ia: np.ndarray, ib: np.ndarray) -> Coupling:
-    return Coupling(a, b, np.asarray(ia, dtype=np.int64), np.asarray(ib, dtype=np.int64))
+__all__ = [
+    "STATIC_VALUE_KEY", "AxisRef", "Blocked", "BlockReason", "BodyMacs", "Choice", "Coupling",
+    "Dims", "PlanView", "Rule", "SplitChoice", "attr", "broadcast_couplings", "constant_array",
+    "fill_shape", "identity", "is_constant", "known_array", "mapped", "normalize_axis",
+    "opset_of", "private_producer", "replace_constant_input", "set_constant", "static_shape",
+    "symbolic_shape",
+]
 
 
 # --- constants -----------------------------------------------------------------------------
-
-
-def constant_array(value: ir.Value | None) -> np.ndarray | None:
-    """The value's constant contents (initializer or ``Constant`` node output), else None."""
-    if value is None or value.is_graph_input():
-        return None
-    if value.const_value is not None:
-        return value.const_value.numpy()
-    node = value.producer()
-    if node is None or node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
-        return None
-    for name, attr in node.attributes.items():
-        if name == "value":
-            return attr.as_tensor().numpy()
-        if name in ("value_ints", "value_floats"):
-            return np.asarray(list(attr.value))
-        if name in ("value_int", "value_float"):
-            return np.asarray(attr.value)
-    return None
-
-
-def known_array(value: ir.Value | None) -> np.ndarray | None:
-    """A constant's contents, or a value known from static dims (see analysis.static_values)."""
-    array = constant_array(value)
-    if array is None and value is not None:
-        array = value.meta.get(STATIC_VALUE_KEY)
-    return array
-
-
-def is_constant(value: ir.Value | None) -> bool:
-    if value is None or value.is_graph_input():
-        return False
-    if value.const_value is not None:
-        return True
-    node = value.producer()
-    return node is not None and node.op_type == "Constant" and node.domain in ("", "ai.onnx")
 
 
 def set_constant(value: ir.Value, array: np.ndarray) -> None:
@@ -208,47 +144,9 @@ def _fresh_name(graph: ir.Graph, stem: str) -> str:
 # --- the context a rule reads from ------------------------------------------------------------
 
 
-def static_shape(value: ir.Value | None) -> tuple[int | None, ...] | None:
-    """The value's shape with symbolic dims as None, or None when the rank is unknown."""
-    if value is None:
-        return None
-    if value.const_value is not None:
-        return tuple(int(d) for d in value.const_value.shape)
-    if value.shape is None:
-        array = constant_array(value)
-        return None if array is None else tuple(array.shape)
-    return tuple(d if isinstance(d, int) else None for d in value.shape)
-
-
-def symbolic_shape(value: ir.Value | None) -> tuple[int | str | None, ...] | None:
-    """Like :func:`static_shape`, but symbolic dims keep their name."""
-    shape = static_shape(value)
-    if shape is None or value.shape is None or value.const_value is not None:
-        return shape
-    dims = []
-    for d in value.shape:
-        name = d.value if isinstance(d, ir.SymbolicDim) else None
-        dims.append(d if isinstance(d, int) else (name or None))
-    return tuple(dims)
-
-
-def normalize_axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
-
-
 def attr(node: ir.Node, name: str, default=None):
     a = node.attributes.get(name)
     return default if a is None else a.value
-
-
-def opset_of(node: ir.Node) -> int:
-    if node.version is not None:
-        return node.version
-    graph = node.graph
-    while graph is not None and not isinstance(graph, ir.Graph):
-        graph = graph.graph
-    domain = "" if node.domain == "ai.onnx" else node.domain
-    return graph.opset_imports.get(domain, 1) if graph is not None else 1
 
 
 def broadcast_couplings(node: ir.Node, inputs: Sequence[ir.Value]) -> list[Coupling] | Blocked:
@@ -361,6 +259,15 @@ class Rule:
         """Element count of a concrete shape (0 when unknown)."""
         return 0 if shape is None else math.prod(int(d) for d in shape)  # exact, no overflow
 
+    def int32_parameters(self, node: ir.Node) -> bool:
+        """Whether the int32 constants ``node`` reads are weights (biases), not shapes or indices.
+
+        The cost model counts them as parameters when this is True or ``node`` has MACs (the
+        bias of QLinearConv); a dequantizer of stored weights overrides it (a QDQ int32 bias).
+        """
+        del node
+        return False
+
     def masked_values(self, node: ir.Node) -> dict[int, np.ndarray | None]:
         """What removed entries of constant inputs become in the masked original, if not 0.
 
@@ -373,15 +280,3 @@ class Rule:
     @staticmethod
     def blocked(node: ir.Node, reason: BlockReason, detail: str = "") -> Blocked:
         return Blocked(reason, node.name or "", node.op_type, detail)
-
-
-class PlanView:
-    """What a rule's rewrite may ask of a pruning plan (implemented in analysis.plan)."""
-
-    def kept(self, value: ir.Value, axis: int) -> np.ndarray | None:
-        """Sorted kept indices of ``value``'s ``axis``, or None when nothing is removed there."""
-        raise NotImplementedError
-
-    def new_size(self, value: ir.Value, axis: int) -> int | None:
-        """The axis's size after pruning (None when unknown); equal to the old size if untouched."""
-        raise NotImplementedError

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from graphprune.analysis.blocked import Blocked, BlockReason
-from graphprune.ops.base import BodyMacs, Dims, Rule, attr, known_array
+from graphprune.core import Blocked, BlockReason
+from graphprune.ops.base import BodyMacs, Dims, Rule, attr, fill_shape, known_array
 from graphprune.ops.linear import MatMulRule
 from graphprune.ops.registry import register
 
@@ -51,10 +51,26 @@ class RecurrentCostRule(CostOnlyRule):
 
 @register
 class DynamicQuantizeLSTMCostRule(RecurrentCostRule):
-    """``com.microsoft::DynamicQuantizeLSTM``: int8 ``W[dirs, I, 4H]``, ``R[dirs, H, 4H]``."""
+    """``com.microsoft::DynamicQuantizeLSTM``: int8 ``W[dirs, I, 4H]``, ``R[dirs, H, 4H]``.
+
+    ONNX has no schema for it, so its output shapes are filled here (LSTM's, layout 0):
+    ``Y[S, dirs, B, H]``, ``Y_h[dirs, B, H]``, ``Y_c[dirs, B, H]`` from ``X[S, B, I]``.
+    """
 
     op_types = ("DynamicQuantizeLSTM",)
     domain = CONTRIB
+
+    def refine_shapes(self, node: ir.Node) -> bool:
+        x, hidden = node.inputs[0], attr(node, "hidden_size")
+        if x is None or x.shape is None or len(x.shape) != 3 or hidden is None:
+            return False
+        dirs = 2 if attr(node, "direction", "forward") == "bidirectional" else 1
+        seq, batch = x.shape[0], x.shape[1]
+        outputs = list(node.outputs) + [None] * 3
+        changed = fill_shape(outputs[0], [seq, dirs, batch, hidden], x.dtype)
+        for state in outputs[1:3]:
+            changed = fill_shape(state, [dirs, batch, hidden], x.dtype) or changed
+        return changed
 
 
 @register

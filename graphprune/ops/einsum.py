@@ -15,7 +15,7 @@ import re
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.core import Blocked, BlockReason
 from graphprune.ops.base import AxisRef, Coupling, Dims, Rule, attr, identity, static_shape
 from graphprune.ops.registry import register
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.core import Blocked, BlockReason
 from graphprune.ops.base import Coupling, Rule, broadcast_couplings, identity, static_shape
 from graphprune.ops.registry import register
 

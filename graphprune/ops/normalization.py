@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.core import Blocked, BlockReason
 from graphprune.ops.base import (
     Coupling,
     Rule,

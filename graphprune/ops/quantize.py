@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.core import Blocked, BlockReason
 from graphprune.ops.base import (
     Coupling,
     Rule,
@@ -108,6 +108,10 @@ class QuantizeDequantizeRule(Rule):
         if not 0 <= axis < len(shape):
             return self.blocked(node, BlockReason.UNSUPPORTED_ATTRIBUTE, f"axis {axis} unknown")
         return found + [identity((p, 0), (x, axis)) for p in params]
+
+    def int32_parameters(self, node: ir.Node) -> bool:
+        """A DequantizeLinear of an int32 constant reads a stored bias (QDQ: ``Conv(.., B)``)."""
+        return node.op_type == "DequantizeLinear"
 
     def masked_values(self, node: ir.Node) -> dict[int, np.ndarray | None]:
         """A quantized X stands for 0 at its zero point; a scale (which may divide) stays."""

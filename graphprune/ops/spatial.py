@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from graphprune.analysis.blocked import Blocked, BlockReason
+from graphprune.core import Blocked, BlockReason
 from graphprune.ops.base import (
     Coupling,
     PlanView,

@@ -10,8 +10,10 @@ static trip count, Scan its scan length; what is not exact is said in :attr:`Cos
 Parameters are the elements of every constant tensor (initializers, also those listed as graph
 inputs, and ``Constant`` nodes, in subgraphs too) of a float type or an integer type of at most
 16 bits (int8/uint8 weights and their zero points; scales are floats), plus int32 tensors that a
-node with MACs reads (the bias of QLinearConv). int64/int32 shape and index tensors, bools and
-strings are not parameters. Each tensor counts once, for the first node that reads it.
+node with MACs reads (the bias of QLinearConv) or whose rule says they are weights
+(:meth:`~graphprune.ops.base.Rule.int32_parameters`: the int32 bias a QDQ DequantizeLinear
+reads). int64/int32 shape and index tensors, bools and strings are not parameters. Each tensor
+counts once, for the first node that reads it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import onnx
 import onnx_ir as ir
 
 from graphprune.ops import lookup
-from graphprune.ops.base import Dims, PlanView, Rule
+from graphprune.ops.base import Dims, PlanView, Rule, static_shape
 from graphprune.report.concrete_shapes import (
     ShapeMap,
     Shapes,
@@ -101,6 +103,8 @@ def _constant_info(value: ir.Value) -> tuple[ir.DataType, int] | None:
                 return ir.DataType.FLOAT, len(attribute.value) if name.endswith("s") else 1
         if tensor is None:
             return None  # value_int(s), value_string(s), sparse: not parameters
+    if value.const_value is tensor:  # its dims are cached per tensor
+        return tensor.dtype, Rule.numel(static_shape(value))
     return tensor.dtype, Rule.numel(tuple(int(d) for d in tensor.shape))
 
 
@@ -130,12 +134,27 @@ class _Counter:
         self.unknown: dict[str, int] = {}  # op type -> nodes whose rule lacked a shape
         self.own_macs: dict[int, int] = {}  # node id -> its own MACs (subgraphs excluded)
         self.shapes = shapes  # value id -> concrete shape (shared by the plans of one model)
+        self._dims: dict[int, tuple[tuple, Dims]] = {}  # id(scopes) -> (scopes, its dims)
+        self._rules: dict[int, Rule] = {}  # node id -> its rule
+
+    def rule(self, node: ir.Node) -> Rule:
+        found = self._rules.get(id(node))
+        if found is None:
+            found = self._rules[id(node)] = lookup(node) or _NO_RULE
+        return found
 
     def dims_in(self, scopes: tuple[ShapeMap, ...]) -> Dims:
         """``dims`` for a graph whose copy's shapes (innermost scope first) are ``scopes``.
 
-        With a plan, every axis that loses channels has its kept count instead.
+        With a plan, every axis that loses channels has its kept count instead. One function
+        per ``scopes`` object (every node of a graph shares it).
         """
+        found = self._dims.get(id(scopes))
+        if found is None or found[0] is not scopes:
+            found = self._dims[id(scopes)] = (scopes, self._make_dims(scopes))
+        return found[1]
+
+    def _make_dims(self, scopes: tuple[ShapeMap, ...]) -> Dims:
         plan, cache = self.plan, self.shapes
 
         def dims(value: ir.Value | None) -> tuple[int, ...] | None:
@@ -163,7 +182,7 @@ class _Counter:
 
     def node_macs(self, node: ir.Node, scopes: tuple) -> dict[str, int]:
         """MACs by op type of one node, its subgraphs times their repeats included."""
-        rule = lookup(node) or _NO_RULE
+        rule = self.rule(node)
         dims = self.dims_in(scopes)
         by_op = {node.op_type: rule.macs(node, dims)}
         self.own_macs[id(node)] = by_op[node.op_type]
@@ -194,9 +213,10 @@ class _Counter:
     def node_params(self, node: ir.Node, scopes: tuple, by_op: dict[str, int]) -> int:
         """Parameters first read by ``node`` or inside its subgraphs (by reader op in ``by_op``)."""
         dims = self.dims_in(scopes)
+        rule = self.rule(node)
         if id(node) not in self.own_macs:
-            self.own_macs[id(node)] = (lookup(node) or _NO_RULE).macs(node, dims)
-        computes = self.own_macs[id(node)] > 0
+            self.own_macs[id(node)] = rule.macs(node, dims)
+        computes = self.own_macs[id(node)] > 0 or rule.int32_parameters(node)
         total = 0
         for value in node.inputs:
             if value is None or id(value) in self.seen:
