@@ -56,5 +56,8 @@ def compensate(context: CompensationContext, names: Sequence[str]) -> list[dict]
     return reports
 
 
+import graphprune.compensation.bias  # noqa: E402,F401  (registers "bias")
+import graphprune.compensation.refit  # noqa: E402,F401  (registers "refit")
+
 __all__ = ["COMPENSATIONS", "ORDER", "CompensationContext", "compensate", "original_proto",
            "parse_compensate"]

@@ -1,0 +1,154 @@
+"""Bias compensation and least-squares refit: exact where the maths says so, better on data.
+
+These passes break mask equivalence on purpose; they are checked against the original model's
+outputs instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+
+import graphprune
+from graphprune.cli import main
+from graphprune.compensation.refit import LeastSquaresRefitPass
+from graphprune.verify.oracle import relative_error, run
+from tests.test_analysis import HEADER, model
+
+
+def constant_channel() -> onnx.ModelProto:
+    """Channel 2 of ``r`` is the constant 1.5 (zero weights, bias 1.5).
+
+    A 3x3 valid Conv and, pooled, a MatMul read it: removing it only shifts both outputs.
+    """
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((4, 3, 1, 1)).astype(np.float32)
+    w1[2] = 0.0
+    b1 = np.array([0.1, -0.2, 1.5, 0.3], np.float32)
+    return model(f"""{HEADER}
+g (float[N,3,H,W] x) => (float[N,5,M,K] y, float[N,6] z) {{
+  a = Conv (x, w1, b1)
+  r = Relu (a)
+  y = Conv (r, w2, b2)
+  p = GlobalAveragePool (r)
+  f = Flatten (p)
+  z = MatMul (f, w3)
+}}""", w1=w1, b1=b1, w2=(5, 4, 3, 3), b2=(5,), w3=(4, 6))
+
+
+def image_batches(count: int = 3, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((2, 3, 7, 8)).astype(np.float32)} for _ in range(count)]
+
+
+def _prune(proto, compensate, calibration, **kwargs):
+    return graphprune.prune(ir.from_proto(proto), compensate=compensate,
+                            calibration=calibration, **kwargs)
+
+
+def _error(proto, result, feeds) -> float:
+    pruned = ir.to_proto(result.model)
+    onnx.checker.check_model(pruned, full_check=True)
+    return relative_error(run(proto, feeds), run(pruned, feeds))
+
+
+def _kept_r(result) -> list[int]:
+    (group,) = [g for g in result.groups if g["channels_after"] < g["channels_before"]]
+    return group["kept"]
+
+
+def _channel_2(proto) -> np.ndarray:
+    """The class label of channel 2 of ``r`` (explicit removal)."""
+    (group,) = graphprune.analyze(ir.from_proto(proto)).groups
+    return np.array([group.classes[2]])
+
+
+def test_bias_makes_removing_a_constant_channel_exact():
+    proto = constant_channel()
+    feeds = image_batches(1, seed=7)[0]
+    plain = _prune(proto, "none", image_batches(), removed=_channel_2(proto))
+    assert _kept_r(plain) == [0, 1, 3]
+    assert _error(proto, plain, feeds) > 1e-2  # without compensation the outputs move
+    result = _prune(proto, "bias", image_batches(), removed=_channel_2(proto))
+    assert _kept_r(result) == [0, 1, 3]
+    assert _error(proto, result, feeds) < 1e-5
+    (report,) = result.compensation
+    assert report["name"] == "bias" and report["layers"] == 2
+    assert sum(n.op_type == "Add" for n in result.model.graph) == 1  # the MatMul's new bias
+
+
+def redundant_linear() -> onnx.ModelProto:
+    """``h = x W1`` has 6 channels of rank 4: any 4 of them determine the other two."""
+    return model(f"""{HEADER}
+g (float[N,4] x) => (float[N,3] y) {{
+  h = MatMul (x, w1)
+  y = Gemm <transB = 1> (h, w2, b2)
+}}""", w1=(4, 6), w2=(3, 6), b2=(3,))
+
+
+def vector_batches(count: int = 4, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((16, 4)).astype(np.float32)} for _ in range(count)]
+
+
+def test_refit_reproduces_a_redundant_linear_model():
+    proto = redundant_linear()
+    feeds = vector_batches(1, seed=9)[0]
+    plain = _prune(proto, "none", vector_batches(), ratio=0.34, round_to=1)
+    assert _error(proto, plain, feeds) > 1e-2
+    result = _prune(proto, "refit", vector_batches(), ratio=0.34, round_to=1)
+    (report,) = result.compensation
+    assert report["layers"] == 1 and report["fitted"][0]["inputs"] == 4
+    assert _error(proto, result, feeds) < 1e-4
+
+
+@pytest.mark.parametrize("sequential", [True, False])
+def test_refit_modes_agree_when_nothing_upstream_changes(monkeypatch, sequential):
+    monkeypatch.setattr(LeastSquaresRefitPass, "sequential", sequential)
+    proto = redundant_linear()
+    result = _prune(proto, "refit", vector_batches(), ratio=0.34, round_to=1)
+    assert result.compensation[0]["sequential"] is sequential
+    assert result.compensation[0]["fitted"][0]["residual_after"] < 1e-5
+
+
+def test_refit_skips_kernels_with_a_reason():
+    proto = constant_channel()
+    result = _prune(proto, "refit", image_batches(), ratio=0.25, round_to=1)
+    (report,) = result.compensation
+    assert [s["reason"] for s in report["skipped"]] == [
+        "kernel of 9 taps (refit handles MatMul, Gemm and 1 x 1 convolutions)"]
+    assert report["layers"] == 1  # the MatMul
+
+
+def test_cli_bias_and_refit(tmp_path, capsys):
+    path = tmp_path / "m.onnx"
+    onnx.save(constant_channel(), path)
+    out = tmp_path / "p.onnx"
+    code = main([str(path), "-o", str(out), "--ratio", "0.25", "--round-to", "1",
+                 "--compensate", "bias,refit", "--no-bench"])
+    assert code == 0, capsys.readouterr().err
+    assert out.exists()
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+
+
+def test_fidelity_on_data_improves_on_a_zoo_model(tmp_path):
+    from models.export import export
+
+    path = export("resnet18", tmp_path / "r.onnx", width=0.25, keep_bn=False,
+                  input_shape=(1, 3, 32, 32), dynamic_batch=True)
+    proto = onnx.load(path)
+    rng = np.random.default_rng(0)
+    name = proto.graph.input[0].name
+    calibration = [{name: rng.standard_normal((4, 3, 32, 32)).astype(np.float32)}
+                   for _ in range(4)]
+    held_out = {name: rng.standard_normal((8, 3, 32, 32)).astype(np.float32)}
+    errors = {}
+    for method in ("none", "bias", "refit", "bias,refit"):
+        result = _prune(proto, method, calibration, ratio=0.5, round_to=1,
+                        criterion="fluctuation")
+        errors[method] = _error(proto, result, held_out)
+    assert errors["bias"] < errors["none"], errors
+    assert errors["refit"] < errors["none"], errors
+    assert errors["bias,refit"] < errors["none"], errors
