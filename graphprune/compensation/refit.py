@@ -62,16 +62,25 @@ class Normal:
         self.ata, self.aty = self.ata + other.ata, self.aty + other.aty
         self.yy, self.rows = self.yy + other.yy, self.rows + other.rows
 
-    def solve(self, alpha: float) -> tuple[np.ndarray, float]:
-        """``B = [W'; b']`` (``[C + 1, Co]``) of the ridge fit, and its ``lambda``."""
+    def solve(self, alpha: float, prior: np.ndarray | None = None
+              ) -> tuple[np.ndarray, float]:
+        """``B = [W'; b']`` (``[C + 1, Co]``) of the ridge fit, and its ``lambda``.
+
+        The ridge pulls ``W'`` toward ``prior``'s weight rows (None: toward zero); the bias
+        row is not pulled.
+        """
         g = self.ata.copy()
         count = len(g) - 1
         lam = alpha * float(np.trace(g[:count, :count])) / max(count, 1)
         g[np.arange(count), np.arange(count)] += lam
+        rhs = self.aty
+        if prior is not None:
+            rhs = rhs.copy()
+            rhs[:count] += lam * prior[:count]
         try:
-            return np.linalg.solve(g, self.aty), lam
+            return np.linalg.solve(g, rhs), lam
         except np.linalg.LinAlgError:
-            return np.linalg.lstsq(g, self.aty, rcond=None)[0], lam
+            return np.linalg.lstsq(g, rhs, rcond=None)[0], lam
 
     def residual(self, b: np.ndarray) -> float:
         """``||A B - Y||^2 / ||Y||^2`` on the rows seen."""
@@ -111,6 +120,7 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
     sequential: ClassVar[bool] = True
     alpha: ClassVar[float | None] = None
     max_unknowns: ClassVar[int] = 4096
+    toward: ClassVar[str] = "current"
 
     def __init__(self, context: CompensationContext) -> None:
         super().__init__()
@@ -195,10 +205,13 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
         """
         best, score = None, held.residual(current)
         for alpha in ALPHAS:
-            found = held.residual(fit.solve(alpha)[0])
+            found = held.residual(fit.solve(alpha, self._prior(current))[0])
             if found < score:
                 best, score = alpha, found
         return best, score
+
+    def _prior(self, current: np.ndarray) -> np.ndarray | None:
+        return current if self.toward == "current" else None
 
     def _fit(self, p: PrunedLayer, pair: list) -> dict:
         layer, linear = p.layer, p.layer.linear
@@ -218,7 +231,7 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
         if alpha is None:  # no ridge strength beats the layer as it is on held-out data
             entry["residual_after"] = entry["residual_before"]
             return entry
-        b, entry["lambda"] = fit.solve(alpha)
+        b, entry["lambda"] = fit.solve(alpha, self._prior(current))
         entry["residual_after"] = fit.residual(b)
         layer.set_weight(_from_matrix(b[:-1], w.shape, linear.in_axis, linear.out_axis)
                          .astype(w.dtype))
