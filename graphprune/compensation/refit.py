@@ -32,6 +32,7 @@ import onnx_ir as ir
 from graphprune.compensation import COMPENSATIONS
 from graphprune.compensation.bias import PrunedLayer, pruned_layers
 from graphprune.compensation.context import CompensationContext
+from graphprune.compensation.patches import Patches
 
 HOLD_OUT = 4  # every 4th calibration batch is held out to choose alpha
 ALPHAS = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -117,9 +118,10 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
         max_unknowns: Layers with more kept inputs are skipped (``A^T A`` is their square).
     """
 
-    sequential: ClassVar[bool] = True
+    sequential: ClassVar[bool] = False
     alpha: ClassVar[float | None] = None
     max_unknowns: ClassVar[int] = 4096
+    max_rows: ClassVar[int] = 4096  # positions per batch (a seeded random subset beyond)
     toward: ClassVar[str] = "current"
 
     def __init__(self, context: CompensationContext) -> None:
@@ -128,6 +130,7 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
         self.report: dict = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self._opsets = dict(model.opset_imports)
         todo, skipped, fitted = [], [], []
         for p in pruned_layers(self.context, model):
             reason = self._unsupported(p)
@@ -152,13 +155,17 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, bool(changed))
 
     def _unsupported(self, p: PrunedLayer) -> str | None:
-        if p.layer.linear.groups > 1:
+        linear = p.layer.linear
+        if linear.groups > 1:
             return "grouped layer (refit is for dense layers)"
-        if p.weight.ndim > 2 and int(np.prod(p.weight.shape[2:])) > 1:
-            return (f"kernel of {int(np.prod(p.weight.shape[2:]))} taps (refit handles "
-                    "MatMul, Gemm and 1 x 1 convolutions)")
-        if len(p.kept) + 1 > self.max_unknowns:
-            return f"{len(p.kept)} kept inputs exceed max_unknowns {self.max_unknowns}"
+        taps = _taps(p)
+        if taps and linear.in_axis != 1:
+            return "kernel taps in a scatter layout (ConvTranspose): no patches to regress on"
+        unknowns = len(p.kept) * int(np.prod(taps or (1,))) + 1
+        if unknowns > self.max_unknowns:
+            return (f"{unknowns} unknowns ({len(p.kept)} kept inputs x {int(np.prod(taps))} "
+                    f"taps + 1) exceed max_unknowns {self.max_unknowns}"
+                    if taps else f"{unknowns} unknowns exceed max_unknowns {self.max_unknowns}")
         return None
 
     def _normals(self, group: list[PrunedLayer]) -> list[tuple[PrunedLayer, list | str]]:
@@ -168,6 +175,9 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
         choose ``alpha``; the final fit uses every batch.
         """
         normals: dict[int, list | str] = {id(p): [Normal(), Normal()] for p in group}
+        self._patches = {id(p): Patches(p.layer, len(p.kept), _taps(p), self._opsets)
+                         for p in group if _taps(p)}
+        self._rng = np.random.default_rng(0)
         split = len(self.context.batches) > 1
         if self.sequential:
             (p,) = group
@@ -183,19 +193,24 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
                     self._add(normals, p, x, values[p.y], split and k % HOLD_OUT == HOLD_OUT - 1)
         return [(p, normals[id(p)]) for p in group]
 
-    @staticmethod
-    def _add(normals: dict, p: PrunedLayer, x: np.ndarray, y: np.ndarray, held: bool) -> None:
+    def _add(self, normals: dict, p: PrunedLayer, x: np.ndarray, y: np.ndarray,
+             held: bool) -> None:
         pair = normals[id(p)]
         if isinstance(pair, str):
             return
         linear = p.layer.linear
+        if id(p) in self._patches:
+            x = self._patches[id(p)](x)
         if _positions(x, linear.x_axis) != _positions(y, linear.y_axis):
             normals[id(p)] = "output positions are not the input positions (strided)"
             return
-        y = rows(y, linear.y_axis)
+        x, y = rows(x, linear.x_axis), rows(y, linear.y_axis)
         if p.kept_out is not None:
             y = y[:, p.kept_out]
-        pair[int(held)].add(rows(x, linear.x_axis), y)
+        if len(x) > self.max_rows:  # a random subset of the positions (seeded)
+            pick = np.sort(self._rng.choice(len(x), self.max_rows, replace=False))
+            x, y = x[pick], y[pick]
+        pair[int(held)].add(x, y)
 
     def _choose_alpha(self, fit: Normal, held: Normal, current: np.ndarray
                       ) -> tuple[float | None, float]:
@@ -239,17 +254,24 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
         return entry
 
 
+def _taps(p: PrunedLayer) -> tuple[int, ...]:
+    """The kernel's shape when it has several taps (``()`` for MatMul, Gemm, 1 x 1 kernels)."""
+    taps = tuple(int(t) for t in p.weight.shape[2:])
+    return taps if int(np.prod(taps or (1,))) > 1 else ()
+
+
 def _as_matrix(w: np.ndarray, in_axis: int, out_axis: int) -> np.ndarray:
-    """``W`` as ``[inputs, outputs]`` (kernel of one tap)."""
-    return np.moveaxis(w, (in_axis, out_axis), (0, 1)).reshape(w.shape[in_axis],
-                                                               w.shape[out_axis])
+    """``W`` as ``[inputs x taps, outputs]`` (row ``c * K + t``: input ``c``, tap ``t``)."""
+    moved = np.moveaxis(w, (in_axis, out_axis), (0, 1))  # [C, Co, taps...]
+    return np.moveaxis(moved, 1, -1).reshape(-1, moved.shape[1])
 
 
 def _from_matrix(m: np.ndarray, shape: tuple[int, ...], in_axis: int, out_axis: int
                  ) -> np.ndarray:
     """The inverse of :func:`_as_matrix` for a weight of ``shape``."""
-    full = m.reshape(m.shape[0], m.shape[1], *[1] * (len(shape) - 2))
-    return np.moveaxis(full, (0, 1), (in_axis, out_axis)).reshape(shape)
+    rest = [d for k, d in enumerate(shape) if k not in (in_axis, out_axis)]
+    full = m.reshape(shape[in_axis], *rest, shape[out_axis])
+    return np.moveaxis(np.moveaxis(full, -1, 1), (0, 1), (in_axis, out_axis))
 
 
 COMPENSATIONS["refit"] = LeastSquaresRefitPass
