@@ -28,6 +28,7 @@ from graphprune.ops.base import (
     Rule,
     attr,
     identity,
+    is_constant,
     mapped,
     static_shape,
 )
@@ -101,7 +102,7 @@ class ConvRule(Rule):
         if type(self) not in (ConvRule, ConvTransposeRule):
             return None
         w = node.inputs[self.weight_index]
-        if w is None or w.const_value is None:
+        if not is_constant(w):  # an initializer or a Constant node's output
             return None
         out_axis = self.full_axis if self.full_is_output else 1 - self.full_axis
         return Linear(self.data_index, self.weight_index, 1 - out_axis, out_axis,

@@ -20,7 +20,9 @@ from graphprune.ops.base import (
     Rule,
     attr,
     broadcast_couplings,
+    constant_array,
     identity,
+    is_constant,
     static_shape,
 )
 from graphprune.ops.registry import register
@@ -58,7 +60,7 @@ class GemmRule(Rule):
     def linear(self, node: ir.Node) -> Linear | None:
         """Gemm over a constant ``B`` with ``transA = 0`` (``Y`` channels on axis 1)."""
         b = node.inputs[self.b_index]
-        if type(self) is not GemmRule or b is None or b.const_value is None \
+        if type(self) is not GemmRule or not is_constant(b) \
                 or attr(node, "transA", 0):
             return None
         b_k, b_n = (1, 0) if attr(node, "transB", 0) else (0, 1)
@@ -104,9 +106,9 @@ class MatMulRule(Rule):
     def linear(self, node: ir.Node) -> Linear | None:
         """MatMul of an activation by a constant 2-D ``B`` (channels on the last axis)."""
         b = node.inputs[self.b_index]
-        if type(self) is not MatMulRule or b is None or b.const_value is None \
-                or len(b.const_value.shape) != 2 or node.inputs[self.a_index].const_value \
-                is not None:
+        if type(self) is not MatMulRule or not is_constant(b) or len(
+                b.const_value.shape if b.const_value is not None else constant_array(b).shape
+                ) != 2 or node.inputs[self.a_index].const_value is not None:
             return None
         return Linear(self.a_index, self.b_index, 0, 1, None, x_axis=-1, y_axis=-1)
 
