@@ -79,6 +79,31 @@ def test_bias_makes_removing_a_constant_channel_exact():
     assert sum(n.op_type == "Add" for n in result.model.graph) == 1  # the MatMul's new bias
 
 
+def as_constant_nodes(proto: onnx.ModelProto, names: tuple[str, ...]) -> onnx.ModelProto:
+    """``proto`` with the initializers ``names`` in ``Constant`` nodes (as paddle2onnx does)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    graph = out.graph
+    moved = [t for t in graph.initializer if t.name in names]
+    kept = [t for t in graph.initializer if t.name not in names]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = [onnx.helper.make_node("Constant", [], [t.name], name=f"const_{t.name}", value=t)
+             for t in moved]
+    rest = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + rest)
+    onnx.checker.check_model(out)
+    return out
+
+
+def test_bias_reads_weights_from_constant_nodes():
+    proto = as_constant_nodes(constant_channel(), ("w2", "b2", "w3"))
+    result = _prune(proto, "bias", image_batches(), removed=_channel_2(proto))
+    assert result.compensation[0]["layers"] == 2
+    assert _error(proto, result, image_batches(1, seed=7)[0]) < 1e-5
+
+
 def redundant_linear() -> onnx.ModelProto:
     """``h = x W1`` has 6 channels of rank 4: any 4 of them determine the other two."""
     return model(f"""{HEADER}
