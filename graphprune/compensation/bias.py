@@ -58,14 +58,6 @@ class PrunedLayer:
         size = self.weight.shape[self.layer.linear.in_axis]
         return np.setdiff1d(np.arange(size), self.kept)
 
-    def channels(self, indices: np.ndarray) -> np.ndarray:
-        """Indices of the weight's input axis as channels of ``X`` (every group's copy)."""
-        linear = self.layer.linear
-        if linear.in_axis == 0 or linear.groups == 1:
-            return np.asarray(indices)
-        per = self.weight.shape[1]
-        return np.concatenate([g * per + np.asarray(indices) for g in range(linear.groups)])
-
 
 def pruned_layers(context: CompensationContext, model: ir.Model) -> list[PrunedLayer]:
     """Every linear layer of ``model`` that lost input channels, in topological order."""
