@@ -209,6 +209,7 @@ def test_cli_bias_and_refit(tmp_path, capsys):
     onnx.checker.check_model(onnx.load(out), full_check=True)
 
 
+@pytest.mark.slow
 def test_fidelity_on_data_improves_on_a_zoo_model(tmp_path):
     from models.export import export
 
