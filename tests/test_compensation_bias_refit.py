@@ -162,13 +162,14 @@ def test_refit_modes_agree_when_nothing_upstream_changes(monkeypatch, sequential
     assert result.compensation[0]["fitted"][0]["residual_after"] < 1e-5
 
 
-def redundant_conv() -> onnx.ModelProto:
-    """A 1x1 Conv makes 4 channels of rank 2; a strided, padded 3x3 Conv reads them."""
+def redundant_conv(kernel: int) -> onnx.ModelProto:
+    """A 1x1 Conv makes 4 channels of rank 2; a strided (padded) ``kernel`` Conv reads them."""
+    pads = kernel // 2
     return model(f"""{HEADER}
 g (float[N,2,H,W] x) => (float[N,3,M,K] y) {{
   h = Conv (x, w1)
-  y = Conv <pads = [1, 1, 1, 1], strides = [2, 2]> (h, w2, b2)
-}}""", w1=(4, 2, 1, 1), w2=(3, 4, 3, 3), b2=(3,))
+  y = Conv <pads = [{pads}, {pads}, {pads}, {pads}], strides = [2, 2]> (h, w2, b2)
+}}""", w1=(4, 2, 1, 1), w2=(3, 4, kernel, kernel), b2=(3,))
 
 
 def conv_batches(count: int = 4, seed: int = 1) -> list[dict[str, np.ndarray]]:
@@ -176,15 +177,16 @@ def conv_batches(count: int = 4, seed: int = 1) -> list[dict[str, np.ndarray]]:
     return [{"x": rng.standard_normal((2, 2, 9, 10)).astype(np.float32)} for _ in range(count)]
 
 
-def test_refit_of_a_kernel_regresses_on_the_layers_own_patches():
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_refit_of_a_kernel_regresses_on_the_layers_own_patches(kernel):
     """Patches of the removed channels are combinations of the kept ones, padding included."""
-    proto = redundant_conv()
+    proto = redundant_conv(kernel)
     feeds = conv_batches(1, seed=9)[0]
     plain = _prune(proto, "none", conv_batches(), ratio=0.5, round_to=1)
     assert _error(proto, plain, feeds) > 1e-2
     result = _prune(proto, "refit", conv_batches(), ratio=0.5, round_to=1)
     (report,) = result.compensation
-    assert report["fitted"][0]["inputs"] == 2 * 9 and report["skipped"] == []
+    assert report["fitted"][0]["inputs"] == 2 * kernel ** 2 and report["skipped"] == []
     assert _error(proto, result, feeds) < 1e-4
 
 

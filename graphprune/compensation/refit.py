@@ -1,25 +1,31 @@
 """LeastSquaresRefitPass: refit a pruned layer's remaining input weights to its original output.
 
-For each linear layer that lost input channels, with ``X`` its input in the pruned model
-(``n`` rows: every position of every calibration batch; kept channels only) and ``Y`` the
-ORIGINAL layer's output on the same batches (kept output channels), the pass solves the ridge
-problem in closed form::
+For each linear layer that lost input channels, with ``X`` its input (``n`` rows: the positions
+of every calibration batch, at most :attr:`~LeastSquaresRefitPass.max_rows` per batch; kept
+channels only, or their im2col patches for a kernel) and ``Y`` the ORIGINAL layer's output on
+the same batches (kept output channels), the pass solves the ridge problem in closed form::
 
-    [W'; b'] = argmin ||X W' + 1 b'^T - Y||^2 + lambda ||W'||^2
-             = (A^T A + lambda D)^-1 A^T Y,   A = [X, 1],  D = diag(1, .., 1, 0)
+    [W'; b'] = argmin ||X W' + 1 b'^T - Y||^2 + lambda ||W' - W0||^2
+             = (A^T A + lambda D)^-1 (A^T Y + lambda D [W0; 0]),  A = [X, 1],  D = diag(1..1, 0)
 
-from the streamed normal equations (``A^T A`` and ``A^T Y``; memory is their size, never the
-rows). ``lambda = alpha * trace(X^T X) / C`` (C kept inputs): relative, so one ``alpha`` fits
-every layer's scale; it also carries the fit when the calibration set has fewer rows than
-unknowns (16 batches by default).
+from streamed normal equations (``A^T A``, ``A^T Y``: memory is their size, never the rows).
+``W0`` is the pruned layer's weight (the original's kept columns): the ridge pulls toward it,
+not toward zero (measured on MiniLM, fluctuation, 25% heads + 30% MLP: embedding cosine 0.908
+against 0.834 pulled to zero). ``lambda = alpha * trace(X^T X) / C``: relative to the Gram's
+scale. ``alpha`` is chosen per layer by measurement: every :data:`HOLD_OUT`-th calibration
+batch is held out, each alpha of :data:`ALPHAS` is fit on the rest and scored on it, the best
+is refit on every batch; when no alpha beats the layer as it is on the held-out batches, the
+layer is left alone (``report["kept_as_is"]``). This also carries layers with fewer rows than
+unknowns (16 batches by default; a pooled SE branch has one row per image).
 
-``X`` is the pruned model's input, layer after layer on the already refit model (*sequential*:
-each refit also absorbs the error of the layers before it; one data pass per layer), or the
-original model's kept input channels (*one-shot*: one data pass for every layer). Handled:
-MatMul, Gemm and 1 x 1 convolutions whose output positions are their input positions (the rule
-says which input and axes, :meth:`Rule.linear <graphprune.ops.base.Rule.linear>`); skipped, with a
-reason in the report: kernels with several taps, grouped layers, strided 1 x 1 convolutions and
-layers with more than :attr:`LeastSquaresRefitPass.max_unknowns` inputs.
+``X`` is the original model's kept inputs (*one-shot*, the default: one data pass for every
+layer) or the pruned model's input, layer after layer on the already refit model
+(*sequential*: one data pass per layer). Measured: MiniLM cosine 0.909 one-shot / 0.908
+sequential (69 s / 174 s); see the report for PP-OCRv4 det. Handled: MatMul, Gemm and
+convolutions through their im2col patches (:mod:`.patches`: the layer itself computes them, so
+strides, pads and dilations need no code here); skipped, with a reason in the report: grouped
+layers, scatter layouts (ConvTranspose) and layers over
+:attr:`~LeastSquaresRefitPass.max_unknowns` unknowns.
 """
 
 from __future__ import annotations
@@ -255,9 +261,12 @@ class LeastSquaresRefitPass(ir.passes.InPlacePass):
 
 
 def _taps(p: PrunedLayer) -> tuple[int, ...]:
-    """The kernel's shape when it has several taps (``()`` for MatMul, Gemm, 1 x 1 kernels)."""
-    taps = tuple(int(t) for t in p.weight.shape[2:])
-    return taps if int(np.prod(taps or (1,))) > 1 else ()
+    """The kernel's shape (``()`` for MatMul and Gemm).
+
+    Convolutions regress on patches, which also line a strided 1 x 1 kernel's inputs up with
+    its outputs.
+    """
+    return tuple(int(t) for t in p.weight.shape[2:])
 
 
 def _as_matrix(w: np.ndarray, in_axis: int, out_axis: int) -> np.ndarray:
