@@ -32,6 +32,14 @@ from graphprune.bench.sweep import (
 )
 from graphprune.calibration import DEFAULT_CALIB_SAMPLES, random_calibration_notice
 from graphprune.compensation import ORDER, parse_compensate
+from graphprune.defaults import (
+    AUTO,
+    DATA_COMPENSATION,
+    DATA_CRITERION,
+    NO_DATA_CRITERION,
+    auto_notice,
+)
+from graphprune.defaults import resolve as resolve_defaults
 from graphprune.destinations import check_destinations, check_folder, keep_original
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import NEEDS_CALIBRATION, SCORERS
@@ -101,8 +109,10 @@ def _calibration(model: Path, criterion: str, compensate: str, input_shapes, dat
 
 
 _PRUNE_OPTIONS = [
-    click.option("--criterion", type=click.Choice(sorted(SCORERS)), default="l1",
-                 show_default=True, help="Channel importance."),
+    click.option("--criterion", type=click.Choice([AUTO, *sorted(SCORERS)]), default=AUTO,
+                 show_default=True,
+                 help=f"Channel importance; auto: {DATA_CRITERION} with --data, else "
+                      f"{NO_DATA_CRITERION}."),
     click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
                  help="Round kept channel counts to a multiple of this."),
     click.option("--exclude", multiple=True, metavar="PATTERN",
@@ -110,11 +120,12 @@ _PRUNE_OPTIONS = [
                       "(repeatable)."),
     click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Seed of --criterion random and of random inputs."),
-    click.option("--compensate", default="none", show_default=True, metavar="METHODS",
+    click.option("--compensate", default=AUTO, show_default=True, metavar="METHODS",
                  help="After pruning, correct the weights so the model tracks the original on "
                       "the calibration data: none, or a comma-separated list of "
-                      f"{', '.join(ORDER)} (run in that order). Compensated outputs differ "
-                      "from the masked original by design: the oracle is skipped."),
+                      f"{', '.join(ORDER)} (run in that order); auto: {DATA_COMPENSATION} "
+                      "with --data, else none. Compensated outputs differ from the masked "
+                      "original by design: the oracle is skipped."),
 ]
 _INPUT_OPTIONS = [
     click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
@@ -195,8 +206,8 @@ def _settings(runs, warmup, threads, providers: str) -> BenchSettings:
               help="Check the written model against the masked original (mask equivalence).")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES,
               show_default=True,
-              help="Batches from --data (or random) that --criterion activation|fluctuation "
-                   "runs the model on.")
+              help="Batches from --data (or random) that data-driven criteria and "
+                   "compensation run the model on.")
 @click.option("--force", is_flag=True, help="Allow overwriting the input model.")
 @click.option("--debug", is_flag=True,
               help="Strict checks after the rewrite; tracebacks on errors.")
@@ -223,6 +234,8 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
     for flag, value in targets.items():
         if value is not None and not 0 < value <= 1:
             raise UsageError(f"{flag} must be in (0, 1], got {value}")
+    notice = auto_notice(criterion, compensate, data is not None)
+    criterion, compensate = resolve_defaults(criterion, compensate, data is not None)
     methods = parse_compensate(compensate)
     check_output(output, model, force, reports=prune_report_paths(output))
     settings = _settings(runs, warmup, threads, providers)
@@ -272,6 +285,7 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
                                             "batches": len(calibration.batches)}},
                               oracle=check.oracle)
         report["input"] = str(model)
+        report["notices"] += [notice] if notice is not None else []
         if result.latency is not None:
             report["latency_target"] = result.latency
             report["notices"].append(f"--target-latency: {result.latency['machine']}")

@@ -137,7 +137,12 @@ def test_user_data_feeds_fidelity(model_path, tmp_path):
     report = json.loads((tmp_path / "d.report.json").read_text())
     assert report["fidelity"]["outputs"]["output"]["samples"] == 5
     assert report["environment"]["inputs"]["origin"] == str(tmp_path / "x.npy")
-    assert report["notices"] == []  # the user's data: no random-input notice
+    assert RANDOM_FIDELITY_NOTICE not in report["notices"]  # the user's data
+    # --criterion/--compensate auto with data: a data-driven criterion and compensation,
+    # calibrated on the same samples fidelity is measured on (the report says so)
+    assert report["settings"]["criterion"] == "fluctuation"
+    assert report["settings"]["compensate"] == ["refit"]
+    assert any("calibrated" in n for n in report["notices"])
     assert report["fidelity_meaning"].startswith(f"output change against the original on "
                                                  f"{tmp_path / 'x.npy'} (5 batches)")
     assert "relative L2" in (tmp_path / "d.report.html").read_text()
@@ -172,9 +177,19 @@ def test_calibration_on_the_measured_data_is_said(model_path, tmp_path):
 
 def test_no_fidelity_no_notice(model_path, tmp_path):
     out = tmp_path / "nb.onnx"
-    assert main([str(model_path), "--ratio", "0.5", "-o", str(out), "--no-bench"]) == 0
+    assert main([str(model_path), "--ratio", "0.5", "-o", str(out), "--no-bench",
+                 "--criterion", "l1", "--compensate", "none"]) == 0
     report = json.loads((tmp_path / "nb.report.json").read_text())
     assert report["notices"] == [] and report["fidelity_meaning"] is None
+
+
+def test_auto_defaults_without_data_say_what_they_chose(model_path, tmp_path):
+    out = tmp_path / "auto.onnx"
+    assert main([str(model_path), "--ratio", "0.5", "-o", str(out), "--no-bench"]) == 0
+    report = json.loads((tmp_path / "auto.report.json").read_text())
+    assert report["settings"]["criterion"] == "l1" and report["settings"]["compensate"] == []
+    assert report["oracle"] is not None  # nothing compensated: the oracle ran
+    assert [n for n in report["notices"] if n.startswith("no --data: pruning by l1")]
 
 
 @pytest.mark.parametrize(
