@@ -21,7 +21,9 @@ matched to the same MACs by searching its ratio, so the rows compare at equal MA
 or compensation graphprune does not know (yet) gets a row with its error; compensation and
 data-driven criteria are calibrated on ``--calib`` inputs disjoint from the test set (``@calib``,
 also usable in ``--prune-arg KEY=@calib``). ``--baselines onnxsim,onnxslim`` adds what those
-simplifiers give (they prune no channel: MACs, latency and score of the simplified model).
+simplifiers give (they prune no channel: MACs, latency and score of the simplified model);
+``--baselines onnxsim-prune`` adds onnxsim's structured pruner, its sparsity searched to every
+``--macs`` level.
 
     python benchmarks/fidelity.py --json out.json --plot out.png   # the default OCR grid
     python benchmarks/fidelity.py --targets det --criteria l1,fluctuation --round-to 1 \
@@ -53,8 +55,10 @@ import graphprune  # noqa: E402
 from benchmarks import fidelity_report  # noqa: E402
 from benchmarks.classifier_pipeline import SHAPES as EFFNET_SHAPES  # noqa: E402
 from benchmarks.fidelity_baselines import (  # noqa: E402
+    PRUNERS,
     SIMPLIFIERS,
     latency_ratio,
+    onnxsim_pruning_row,
     simplifier_row,
 )
 from benchmarks.fidelity_tasks import (  # noqa: E402
@@ -314,7 +318,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", default="det,rec,cls",
                         help=f"which models to prune: {', '.join(TARGETS)}")
     parser.add_argument("--baselines", default="",
-                        help=f"comma-separated simplifiers to compare ({', '.join(SIMPLIFIERS)})")
+                        help="comma-separated baselines to compare: simplifiers "
+                             f"({', '.join(SIMPLIFIERS)}) and pruners at every --macs level "
+                             f"({', '.join(PRUNERS)})")
     parser.add_argument("--latency", action="store_true",
                         help="also time every pruned model against the original (1 thread)")
     parser.add_argument("--prune-arg", action="append", default=[], metavar="KEY=VALUE",
@@ -420,8 +426,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         calib = Calibration(tasks, Path(work), args.calib)
         for tool in _names(args.baselines):
             for target in targets:
-                rows.append(simplifier_row(tool, tasks[target], Path(work)))
-                print(table(rows[-1:]).splitlines()[-1], flush=True)
+                found = ([onnxsim_pruning_row(tasks[target], Path(work), level)
+                          for level in _floats(args.macs)] if tool in PRUNERS
+                         else [simplifier_row(tool, tasks[target], Path(work))])
+                for row in found:
+                    rows.append(row)
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
         for setting in grid:
             rows.append(run_setting(setting, tasks[setting.target], Path(work), calib,
                                     args.latency))
