@@ -108,11 +108,7 @@ def _calibration(model: Path, criterion: str, compensate: str, input_shapes, dat
     return load_inputs(model, parse_input_shapes(input_shapes), data, samples, seed)
 
 
-_PRUNE_OPTIONS = [
-    click.option("--criterion", type=click.Choice([AUTO, *sorted(SCORERS)]), default=AUTO,
-                 show_default=True,
-                 help=f"Channel importance; auto: {DATA_CRITERION} with --data, else "
-                      f"{NO_DATA_CRITERION}."),
+_SELECTION_OPTIONS = [  # shared by prune and sweep
     click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
                  help="Round kept channel counts to a multiple of this."),
     click.option("--exclude", multiple=True, metavar="PATTERN",
@@ -120,6 +116,13 @@ _PRUNE_OPTIONS = [
                       "(repeatable)."),
     click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                  help="Seed of --criterion random and of random inputs."),
+]
+_PRUNE_OPTIONS = [
+    click.option("--criterion", type=click.Choice([AUTO, *sorted(SCORERS)]), default=AUTO,
+                 show_default=True,
+                 help=f"Channel importance; auto: {DATA_CRITERION} with --data, else "
+                      f"{NO_DATA_CRITERION}."),
+    *_SELECTION_OPTIONS,
     click.option("--compensate", default=AUTO, show_default=True, metavar="METHODS",
                  help="After pruning, correct the weights so the model tracks the original on "
                       "the calibration data: none, or a comma-separated list of "
@@ -355,13 +358,7 @@ _SWEEP_OPTIONS = [
                  help="Comma-separated compensations compared side by side, each none or "
                       f"methods joined by + ({', '.join(ORDER)}): 'none,stats,bias+stats'. "
                       "Every criterion is swept with every compensation."),
-    click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
-                 help="Round kept channel counts to a multiple of this."),
-    click.option("--exclude", multiple=True, metavar="PATTERN",
-                 help="Leave nodes whose name matches this fnmatch pattern untouched "
-                      "(repeatable)."),
-    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                 help="Seed of --criterion random and of random inputs."),
+    *_SELECTION_OPTIONS,
     click.option("--calib-samples", type=click.IntRange(min=1), default=DEFAULT_CALIB_SAMPLES,
                  show_default=True,
                  help="Batches from --calib-data (or random) that data-driven criteria and "

@@ -46,8 +46,9 @@ import onnx_ir as ir
 from graphprune.analysis import ChannelAnalysis
 from graphprune.importance.consumers import ConsumerPair, consumer_pairs, pair_scores
 from graphprune.importance.context import ScoringContext
-from graphprune.importance.magnitude import axis_sums, l2_importance
+from graphprune.importance.magnitude import axis_sums
 from graphprune.importance.producers import ProducerPair, filters, producer_pairs
+from graphprune.importance.weighted import magnitude_fallback
 from graphprune.ops.base import is_constant, static_shape
 
 MAX_CHANNELS = 4096  # a dense inverse above this many correlated channels is slow: diagonal only
@@ -200,9 +201,4 @@ def obspa_score(context: ScoringContext) -> np.ndarray:
         else:
             ones = np.ones(pair.activation.size)
             scores += pair_scores(analysis, pair, weight_sq, ones)
-    bare = [g for g in analysis.groups if not covered[g.classes].any()]
-    if bare:
-        magnitude = l2_importance(analysis)
-        for group in bare:
-            scores[group.classes] = magnitude[group.classes]
-    return scores
+    return magnitude_fallback(analysis, scores, covered)

@@ -34,8 +34,8 @@ from graphprune.analysis import ChannelAnalysis
 from graphprune.calibration import Stats
 from graphprune.importance.consumers import consumer_pairs
 from graphprune.importance.context import ScoringContext
-from graphprune.importance.magnitude import l2_importance
 from graphprune.importance.producers import ProducerPair, producer_pairs
+from graphprune.importance.weighted import magnitude_fallback
 
 
 def pooled_rms(stats: Stats) -> float:
@@ -83,9 +83,4 @@ def output_score(context: ScoringContext) -> np.ndarray:
         labels = analysis.axis_labels(pair.weight)
         np.add.at(scores, labels, rms_out[labels] / (rms_in if rms_in > 0 else 1.0))
         covered[labels] = True
-    bare = [g for g in analysis.groups if not covered[g.classes].any()]
-    if bare:
-        magnitude = l2_importance(analysis)
-        for group in bare:
-            scores[group.classes] = magnitude[group.classes]
-    return scores
+    return magnitude_fallback(analysis, scores, covered)

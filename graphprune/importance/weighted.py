@@ -53,6 +53,16 @@ def _with_fallback(analysis: ChannelAnalysis, scores: np.ndarray,
     covered = np.zeros(analysis.table.num_elements, dtype=bool)
     for pair in pairs:
         covered[analysis.axis_labels(pair.weight)] = True
+    return magnitude_fallback(analysis, scores, covered)
+
+
+def magnitude_fallback(analysis: ChannelAnalysis, scores: np.ndarray,
+                       covered: np.ndarray) -> np.ndarray:
+    """``scores`` with L2 magnitude for every group none of whose classes ``covered`` marks.
+
+    A data-driven or pair-based scorer sees no pair in some groups (a group read by no
+    consumer); those rank by magnitude, still standardized per group afterwards.
+    """
     bare = [g for g in analysis.groups if not covered[g.classes].any()]
     if bare:
         magnitude = l2_importance(analysis)
