@@ -141,7 +141,7 @@ def test_user_data_feeds_fidelity(model_path, tmp_path):
     # --criterion/--compensate auto with data: a data-driven criterion and compensation,
     # calibrated on the same samples fidelity is measured on (the report says so)
     assert report["settings"]["criterion"] == "fluctuation"
-    assert report["settings"]["compensate"] == ["refit"]
+    assert report["settings"]["compensate"] == ["refit", "stats"]
     assert any("calibrated" in n for n in report["notices"])
     assert report["fidelity_meaning"].startswith(f"output change against the original on "
                                                  f"{tmp_path / 'x.npy'} (5 batches)")
