@@ -218,3 +218,11 @@ def test_write_json_is_atomic_and_finite(tmp_path):
         write_json({"a": object()}, target)
     assert json.loads(target.read_text())["a"] is None  # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_compensation_lines_summarize_per_layer_lists():
+    from graphprune.report.table import _compensation_details
+
+    entry = {"name": "refit", "layers": 2, "fitted": [{"node": "a"}, {"node": "b"}],
+             "skipped": [], "seconds": 0.123456}
+    assert _compensation_details(entry) == "layers 2, fitted 2, skipped [], seconds 0.123"

@@ -116,8 +116,7 @@ def print_summary(report: dict, console: Console) -> None:
                    f"{oracle['relative_error']:.2g}, tolerance {oracle['tolerance']:.0e}", console)
     compensation = report.get("compensation") or []
     for entry in compensation:
-        details = ", ".join(f"{k} {v}" for k, v in entry.items() if k != "name")
-        print_line(f"compensation {entry['name']}: {details}", console)
+        print_line(f"compensation {entry['name']}: {_compensation_details(entry)}", console)
     if compensation:
         names = ",".join(e["name"] for e in compensation)
         print_line(f"oracle: skipped (compensated: {names})", console)
@@ -184,3 +183,21 @@ def print_analysis(analysis: ChannelAnalysis, console: Console) -> None:
     for entry, record in analysis.blocked_sources:
         _row(blocked, entry.name, entry.size, record.describe())
     console.print(blocked)
+
+
+def _compensation_details(entry: dict) -> str:
+    """A pass report in one line: scalars as they are, per-layer lists by their length.
+
+    The per-layer entries stay in the JSON report.
+    """
+    parts = []
+    for key, value in entry.items():
+        if key == "name":
+            continue
+        if isinstance(value, list | tuple) and value and isinstance(value[0], dict):
+            parts.append(f"{key} {len(value)}")
+        elif isinstance(value, float):
+            parts.append(f"{key} {value:.3g}")
+        else:
+            parts.append(f"{key} {value}")
+    return ", ".join(parts)
