@@ -260,6 +260,7 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
                                       **_sensitivity_table(allocation, sensitivity_json))
         check.masks = result.masks if oracle and not result.compensation else None
         check.io = result.io
+        check.fills = result.fills
         with step(progress, "checking and writing the model"):
             reference = keep_original(model, output) if bench else model  # --force in place
             save_model(result.model, output, check=check)

@@ -27,6 +27,7 @@ from graphprune.passes import (
     UpdateValueShapesPass,
 )
 from graphprune.report.costs import CostModel, Costs, count_costs
+from graphprune.verify.oracle import fills_for
 from graphprune.verify.resized_io import changed_shapes, resized_shapes
 
 Masks = dict[str, list[tuple[int, np.ndarray]]]
@@ -54,6 +55,9 @@ class PruneResult:
             empty when none ran. A compensated model no longer equals the masked original.
         latency: With ``target_latency``: the target, the predicted and the measured share of
             the original's latency on this machine, and what the lookup timed; else None.
+        fills: For every name in ``masks``, what its removed entries become in the masked
+            original (:func:`graphprune.verify.oracle.fills_for`, read before the rewrite);
+            None when not known (the oracle then reads them from the input model).
     """
 
     model: ir.Model
@@ -67,6 +71,7 @@ class PruneResult:
     resized_io: list[dict] = dataclasses.field(default_factory=list)
     compensation: list[dict] = dataclasses.field(default_factory=list)
     latency: dict | None = None
+    fills: dict | None = None
 
 
 def _as_model(model: ir.Model | str | os.PathLike) -> ir.Model:
@@ -248,7 +253,8 @@ def prune(
     latency_entry = latency and latency.entry(budget, latency.model.share(plan))
     if not len(removed):
         return PruneResult(model, analysis, groups, before, before, masks, warnings,
-                           latency=latency_entry)
+                           latency=latency_entry, fills={})
+    fills = fills_for(model, masks)  # before the rewrite: the original's rules and divisors
     passes = [
         FreezeStaticValuesPass(),
         RewriteShapeConstantsPass(plan),
@@ -275,7 +281,7 @@ def prune(
         latency_entry, missed = latency.check(budget, model, latency_entry["predicted"], io)
     warnings += (missed,) if missed is not None else ()
     return PruneResult(model, analysis, groups, before, after, masks, warnings, io,
-                       changed_shapes(io, declared), compensation, latency_entry)
+                       changed_shapes(io, declared), compensation, latency_entry, fills)
 
 
 def _group_report(analysis: ChannelAnalysis, plan: PrunePlan, group) -> dict:

@@ -186,6 +186,13 @@ def _combined(results: list[PruneResult], options: dict) -> PruneResult:
     missed = target_warning(budget, first.before, last.after)
     compensation = [{**report, "step": k + 1} for k, result in enumerate(results)
                     for report in result.compensation]
+    fills = None
+    if all(result.fills is not None for result in results):  # a name's fill is the same in
+        fills = {}                                             # every step's model
+        for result in reversed(results):
+            fills.update(result.fills)
+        fills = {name: fills[name] for name in masks if name in fills}
+        fills = fills if len(fills) == len(masks) else None
     return PruneResult(last.model, first.analysis, groups, first.before, last.after, masks,
                        tuple(warnings) + ((missed,) if missed else ()), io, last.resized_io,
-                       compensation)
+                       compensation, fills=fills)

@@ -111,3 +111,37 @@ def test_wrong_pruned_model_still_fails_the_segmented_oracle(tmp_path, monkeypat
 
     with pytest.raises(VerificationError):
         check_oracle(path, pruned, wrong, _feeds())
+
+
+def test_models_with_many_nodes_run_in_segments_of_few_nodes(tmp_path, monkeypatch):
+    """Past WHOLE_RUN_NODES a model runs in SEGMENT_NODES-node segments, never as one session."""
+    path, proto = _saved(tmp_path)
+    monkeypatch.setattr(segments, "WHOLE_RUN_NODES", 4)
+    monkeypatch.setattr(segments, "SEGMENT_NODES", 3)
+    whole = []
+    real_session = oracle.session
+    monkeypatch.setattr(oracle, "session", lambda m, *a, **k: whole.append(m) or
+                        real_session(m, *a, **k))
+    plan = segments.plan_segments(proto.graph, 10**9, {"x", "bias"})
+    assert [len(s.nodes) for s in plan] == [3, 3, 3, 3]
+    assert segments.segmented_for(path) == "nodes"
+    feeds = _feeds(2)
+    got = run_model(path, feeds)
+    assert whole == []
+    for want, have in zip([run(proto, f) for f in feeds], got, strict=True):
+        for a, b in zip(want, have, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_the_oracle_takes_the_fills_of_the_prune_result(tmp_path, monkeypatch):
+    """PruneResult.fills are the input model's; given them, the oracle does not reload it."""
+    path, proto = _saved(tmp_path)
+    result = graphprune.prune(ir.load(path), 0.5, round_to=1)
+    assert result.fills == oracle.fills_for(ir.load(path), result.masks)
+    assert result.fills["d"] == 1 and result.fills["w1"] == 0  # a divisor, a weight
+    pruned = tmp_path / "p.onnx"
+    ir.save(result.model, pruned, external_data="p.onnx.data")
+    monkeypatch.setattr(segments, "WHOLE_RUN_NODES", 4)
+    monkeypatch.setattr(segments, "SEGMENT_NODES", 2)
+    monkeypatch.setattr(ir, "load", lambda *a, **k: pytest.fail("the input was loaded again"))
+    assert check_oracle(path, pruned, result.masks, _feeds(), fills=result.fills).passed

@@ -26,14 +26,14 @@ Masks = Mapping[str, Sequence[tuple[int, np.ndarray]]]
 class Masking:
     """Masked initializers and Constant nodes of one model, made segment by segment."""
 
-    def __init__(self, path: Path, proto: onnx.ModelProto, masks: Masks) -> None:
-        import onnx_ir as ir
+    def __init__(self, path: Path, proto: onnx.ModelProto, masks: Masks, fills=None) -> None:
+        if fills is None:
+            import onnx_ir as ir
 
-        from graphprune.verify.oracle import _divisor_names, mask_fills
+            from graphprune.verify.oracle import fills_for
 
-        model = ir.load(path)  # names and rules only; tensors stay on disk
-        self.fills = mask_fills(model)
-        self.divisors = _divisor_names(model)
+            fills = fills_for(ir.load(path), masks)  # names and rules only; tensors on disk
+        self.fills = fills
         self.masks = masks
         self.folder = path.parent
         top = {t.name for t in proto.graph.initializer} | {
@@ -45,7 +45,7 @@ class Masking:
         return name in self.masks and self.fill(name) is not None
 
     def fill(self, name: str):
-        return self.fills.get(name, 1 if name in self.divisors else 0)
+        return self.fills.get(name, 0)
 
     def masked(self, name: str, load) -> np.ndarray | None:
         """``load()`` masked, when ``name`` is masked (None when not, or when left as is)."""

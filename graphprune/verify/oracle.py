@@ -129,6 +129,18 @@ def mask_fills(model: ir.Model) -> Fills:
     return fills
 
 
+def fills_for(model: ir.Model, masks: Masks) -> Fills:
+    """What the removed entries of each constant in ``masks`` become in the masked original.
+
+    0, 1 for a divisor, what an op rule's ``masked_values`` says, or None (left unchanged).
+    Read off the original before it is rewritten (``PruneResult.fills``), so the oracle need
+    not load the input model again.
+    """
+    rules = mask_fills(model)
+    divisors = _divisor_names(model)
+    return {name: rules.get(name, 1 if name in divisors else 0) for name in masks}
+
+
 def masked_model(original: onnx.ModelProto, masks: Masks,
                  fills: Fills | None = None) -> onnx.ModelProto:
     """A masked copy of ``original`` (which is left as it is); see :func:`apply_masks`."""
@@ -137,9 +149,9 @@ def masked_model(original: onnx.ModelProto, masks: Masks,
     return ir.to_proto(apply_masks(ir.from_proto(copy), masks, fills))
 
 
-def write_masked(source: Path, masks: Masks, dest: Path) -> Path:
+def write_masked(source: Path, masks: Masks, dest: Path, fills: Fills | None = None) -> Path:
     """Writes the masked model at ``source`` to ``dest`` (weights stay mapped until written)."""
-    model = apply_masks(ir.load(source), masks)
+    model = apply_masks(ir.load(source), masks, fills)
     external = has_external_data(model) or tensor_bytes(model) > PROTOBUF_LIMIT
     ir.save(model, dest, external_data=f"{dest.name}.data" if external else None)
     return dest
@@ -291,7 +303,7 @@ def compare(names: Sequence[str], masked: Sequence[list[np.ndarray]],
 def check_oracle(source: Path, pruned: Path, masks: Masks, feeds: Sequence[Mapping],
                  pruned_outputs: Sequence[list[np.ndarray]] | None = None,
                  original_outputs: Sequence[list[np.ndarray]] | None = None,
-                 io: Cuts | None = None) -> OracleResult:
+                 io: Cuts | None = None, fills: Fills | None = None) -> OracleResult:
     """Runs the masked original and the pruned model on ``feeds``; VerificationError if apart.
 
     Args:
@@ -304,9 +316,10 @@ def check_oracle(source: Path, pruned: Path, masks: Masks, feeds: Sequence[Mappi
             sliced like the pruned model's when ``io`` is given.
         io: ``PruneResult.io``: resized inputs fed sliced to the pruned model, resized outputs of
             the masked original sliced before comparing.
+        fills: ``PruneResult.fills`` (:func:`fills_for`; read from ``source`` when None).
     """
     with tempfile.TemporaryDirectory(prefix=".graphprune-oracle-", dir=pruned.parent) as folder:
-        names, full, noise_of = _masked_outputs(source, masks, feeds, Path(folder))
+        names, full, noise_of = _masked_outputs(source, masks, feeds, Path(folder), fills)
         masked = [sliced_outputs(m, names, io or {}) for m in full]
         if pruned_outputs is None:
             pruned_outputs = run_model(pruned, [sliced_feeds(f, io or {}) for f in feeds])
@@ -321,28 +334,31 @@ def check_oracle(source: Path, pruned: Path, masks: Masks, feeds: Sequence[Mappi
     return result
 
 
-def _masked_outputs(source: Path, masks: Masks, feeds: Sequence[Mapping], folder: Path):
+def _masked_outputs(source: Path, masks: Masks, feeds: Sequence[Mapping], folder: Path,
+                    fills: Fills | None = None):
     """Output names, the masked original's outputs, and a function of them giving its noise.
 
-    A model with large external data runs in segments, masked as it goes (one segment's weights
-    in ``folder`` at a time); any other is written masked to ``folder`` and run whole.
+    A model with large external data or many nodes runs in segments, masked as it goes (one
+    segment's weights in ``folder`` at a time); any other is written masked to ``folder`` and
+    run whole.
     """
     from graphprune.verify.segments import Unsegmentable, is_large, run_in_segments
 
     if is_large(source):
         try:
-            full = run_in_segments(source, feeds, masks, scratch=folder)
+            full = run_in_segments(source, feeds, masks, scratch=folder, fills=fills)
         except Unsegmentable:
             pass
         else:
             names = [o.name for o in onnx.load(str(source), load_external_data=False).graph.output]
 
             def noise(reference):
-                optimized = run_in_segments(source, feeds, masks, optimized=True, scratch=folder)
+                optimized = run_in_segments(source, feeds, masks, optimized=True, scratch=folder,
+                                            fills=fills)
                 return max(relative_error(r, o) for r, o in zip(reference, optimized, strict=True))
 
             return names, full, noise
-    masked_path = write_masked(source, masks, folder / "masked.onnx")
+    masked_path = write_masked(source, masks, folder / "masked.onnx", fills)
     masked_session = session(masked_path)
     names = [o.name for o in masked_session.get_outputs()]
     full = [masked_session.run(None, dict(f)) for f in feeds]
@@ -354,13 +370,16 @@ def run_model(path: Path, feeds: Sequence[Mapping]) -> list[list[np.ndarray]]:
     """The outputs of the model at ``path`` on every batch (onnxruntime's errors propagate).
 
     A model with large external data is loaded whole once (mapped, not run), then run in
-    segments (:mod:`graphprune.verify.segments`); any other runs in one session.
+    segments; one with many nodes runs in segments only (:mod:`graphprune.verify.segments`);
+    any other runs in one session.
     """
-    from graphprune.verify.segments import Unsegmentable, is_large, run_in_segments
+    from graphprune.verify.segments import Unsegmentable, run_in_segments, segmented_for
 
-    if is_large(path):
-        whole = session(path)  # loads as one model: graph, types, kernels, external data
-        del whole
+    reason = segmented_for(Path(path))
+    if reason is not None:
+        if reason == "data":
+            whole = session(path)  # loads as one model: graph, types, kernels, external data
+            del whole
         try:
             return run_in_segments(path, feeds)
         except Unsegmentable:

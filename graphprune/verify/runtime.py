@@ -120,6 +120,8 @@ class SelfCheck:
         feeds: The batches every check runs on.
         masks: ``PruneResult.masks``; None skips the oracle.
         io: ``PruneResult.io``: resized inputs are fed sliced, resized outputs compared sliced.
+        fills: ``PruneResult.fills``: what the masks set removed entries to (None: read them
+            from the input model).
         oracle: The oracle's result after a call with masks set, else None.
     """
 
@@ -130,6 +132,7 @@ class SelfCheck:
         self.reference: Outputs | None = None
         self.oracle: OracleResult | None = None
         self.io: Cuts = {}  # PruneResult.io: graph inputs/outputs that changed shape
+        self.fills = None
 
     def check_input(self) -> None:
         """Runs the input model on the feeds (InputError when onnxruntime cannot)."""
@@ -152,4 +155,4 @@ class SelfCheck:
             outputs = check_runs(staged, self.feeds, self.source, reference)
         if self.masks is not None:
             self.oracle = check_oracle(self.source, staged, self.masks, self.feeds, outputs,
-                                       reference, io=self.io)
+                                       reference, io=self.io, fills=self.fills)
