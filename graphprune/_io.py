@@ -143,8 +143,10 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     path = Path(path)
     check_path(path)
     with _quiet_onnx_ir():
-        try:
-            model = ir.load(path)
+        try:  # what ir.load does, keeping the proto for shape inference
+            proto = onnx.load(path, load_external_data=False)
+            model = ir.serde.deserialize_model(proto)
+            ir.external_data.set_base_dir(model.graph, os.path.dirname(path))
         except Exception as exc:  # protobuf and onnx-ir raise many kinds for a bad file
             raise InputError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from exc
     if model.graph is None or len(model.graph) == 0:
@@ -153,14 +155,20 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     check_external_data(model, path)
     model.meta[SOURCE_KEY] = str(path.resolve())
     model.meta[EXTERNAL_KEY] = has_external_data(model)
-    return infer_shapes(model)
+    return infer_shapes(model, proto)
 
 
-def infer_shapes(model: ir.Model) -> ir.Model:
-    """Fills in the value shapes the op rules read (partial results are kept)."""
+def infer_shapes(model: ir.Model, proto: onnx.ModelProto | None = None) -> ir.Model:
+    """Fills in the value shapes the op rules read (partial results are kept).
+
+    ``proto``: the proto ``model`` was just deserialized from; shape inference runs on it
+    rather than on a new serialization when sorting the graph leaves it as it was.
+    """
     with _quiet_onnx_ir():
-        TopologicalSortPass()(model)  # onnxruntime runs unsorted graphs; our passes need order
-        infer_onnx_shapes(model)
+        # onnxruntime runs unsorted graphs; our passes need order
+        if TopologicalSortPass()(model).modified:
+            proto = None
+        infer_onnx_shapes(model, proto=proto)
         return infer_with_static_values(model)
 
 

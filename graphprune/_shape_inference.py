@@ -8,7 +8,11 @@ initializer, a scan of the growing input list each time: quadratic, minutes at 1
 that test is a set lookup; everything else (which tensors are stripped, the order initializers
 come back in, the merge) is the same. For a graph without subgraphs the merge reads the inferred
 value infos directly instead of deserializing the whole inferred model (same shapes and types,
-about half the time).
+about half the time), and deserializes each distinct type once.
+
+A model just read from a file can skip the serialization: :func:`infer_onnx_shapes` takes the
+proto it was deserialized from (when the graph was already in topological order and has no
+subgraphs) and infers on a copy of it with the large tensors' data left out.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def _has_subgraphs(graph: ir.Graph) -> bool:
 
 
 def _merge_flat(model: ir.Model, inferred_proto: onnx.ModelProto) -> None:
-    """:func:`_merge` for a graph without subgraphs, reading the value infos alone.
+    """The merge for a graph without subgraphs, reading the value infos alone.
 
     What deserializing the whole inferred model would give each value: graph inputs (every
     initializer is one here) take their input info, node outputs their ``value_info``, and graph
@@ -79,25 +83,21 @@ def _merge_flat(model: ir.Model, inferred_proto: onnx.ModelProto) -> None:
     infos = {info.name: info for info in graph.value_info}
     infos.update((info.name, info) for info in graph.input)
     infos.update((info.name, info) for info in graph.output)
+    types: dict[bytes, tuple] = {}  # a serialized TypeProto -> its shape and dtype
     for name, value in ir.convenience.create_value_mapping(model.graph).items():
         info = infos.get(name)
         if info is None:
             continue
-        shape = ir.serde.deserialize_type_proto_for_shape(info.type)
-        kind = ir.serde.deserialize_type_proto_for_type(info.type)
-        dtype = kind.dtype if kind is not None else None
+        key = info.type.SerializeToString()
+        if key not in types:
+            kind = ir.serde.deserialize_type_proto_for_type(info.type)
+            types[key] = (ir.serde.deserialize_type_proto_for_shape(info.type),
+                          kind.dtype if kind is not None else None)
+        shape, dtype = types[key]
         if shape is not None and value.shape != shape:
-            value.shape = shape
+            value.shape = shape  # frozen, as onnx-ir deserializes shapes: one serves many
         if dtype is not None and value.dtype != dtype:
             value.dtype = dtype
-
-
-def _merge(model: ir.Model, inferred_proto: onnx.ModelProto) -> None:
-    """Copies inferred shapes and types onto ``model``'s values of the same name, graph by graph."""
-    if _has_subgraphs(model.graph):
-        _merge_graphs(model, inferred_proto)
-    else:
-        _merge_flat(model, inferred_proto)
 
 
 def _merge_graphs(model: ir.Model, inferred_proto: onnx.ModelProto) -> None:
@@ -115,17 +115,49 @@ def _merge_graphs(model: ir.Model, inferred_proto: onnx.ModelProto) -> None:
                 value.dtype = other.dtype
 
 
-def infer_onnx_shapes(model: ir.Model, data_prop: bool = True) -> None:
+def _copy_fields(source, target, skip: str) -> None:
+    """Every set field of the message ``source`` into ``target`` but ``skip``."""
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+
+
+def _stripped(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``proto`` whose initializers above ``BIG_TENSOR_BYTES`` have no data."""
+    copy = onnx.ModelProto()
+    _copy_fields(proto, copy, skip="graph")
+    _copy_fields(proto.graph, copy.graph, skip="initializer")
+    for tensor in proto.graph.initializer:
+        if len(tensor.raw_data) > BIG_TENSOR_BYTES:
+            copy.graph.initializer.add(name=tensor.name, data_type=tensor.data_type,
+                                       dims=tensor.dims)
+        else:
+            copy.graph.initializer.append(tensor)
+    return copy
+
+
+def infer_onnx_shapes(model: ir.Model, data_prop: bool = True,
+                      proto: onnx.ModelProto | None = None) -> None:
     """Fills in value shapes and types from ``onnx.shape_inference`` (non-strict, no type check).
 
-    When inference fails the model is left unchanged, as onnx-ir's pass does.
+    ``proto``: the proto ``model`` was just deserialized from, node for node (used instead of
+    serializing ``model`` when the graph has no subgraphs). When inference fails the model is
+    left unchanged, as onnx-ir's pass does.
     """
     def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False,
                                                  data_prop=data_prop)
 
+    flat = not _has_subgraphs(model.graph)
+    source = _stripped(proto) if proto is not None and flat else None
     try:
-        inferred = call_onnx_api(infer, model)
+        inferred = infer(source) if source is not None else call_onnx_api(infer, model)
     except Exception:  # noqa: BLE001 - onnx raises many kinds; partial shapes are tolerated
         return
-    _merge(model, inferred)
+    _merge_flat(model, inferred) if flat else _merge_graphs(model, inferred)

@@ -109,3 +109,18 @@ def test_oracle_error_is_reported_and_can_be_skipped(model_path, tmp_path, capsy
     assert main([str(model_path), "--round-to", "8", "--no-bench", "--no-oracle",
                  "-o", str(out)]) == 0
     assert json.loads((tmp_path / "oracle.report.json").read_text())["oracle"] is None
+
+
+def test_the_cli_collects_garbage_less_often_and_restores_the_thresholds(model_path, tmp_path,
+                                                                          monkeypatch):
+    import gc
+
+    from graphprune import cli as cli_module
+
+    seen = []
+    real = cli_module.cli.main
+    monkeypatch.setattr(cli_module.cli, "main",
+                        lambda *a, **k: seen.append(gc.get_threshold()) or real(*a, **k))
+    before = gc.get_threshold()
+    assert main(["analyze", str(model_path)]) == 0
+    assert seen == [cli_module.GC_THRESHOLDS] and gc.get_threshold() == before

@@ -226,3 +226,28 @@ def test_compensation_lines_summarize_per_layer_lists():
     entry = {"name": "refit", "layers": 2, "fitted": [{"node": "a"}, {"node": "b"}],
              "skipped": [], "seconds": 0.123456}
     assert _compensation_details(entry) == "layers 2, fitted 2, skipped [], seconds 0.123"
+
+
+def test_long_json_reports_are_outlined(tmp_path, monkeypatch):
+    """Above INDENT_BELOW bytes a report is an outline: the same data, one entry per line."""
+    import graphprune.report.files as files
+
+    data = {"input": "m.onnx", "score": float("nan"),
+            "groups": [{"name": f"g{k}", "kept": [0, 1], "tensors": [{"t": k}]} for k in range(3)],
+            "before": {"nodes": [{"name": "a", "macs": 1}, {"name": "b", "macs": float("inf")}]}}
+    want = {**data, "score": None, "before": {"nodes": [{"name": "a", "macs": 1},
+                                                        {"name": "b", "macs": None}]}}
+    small = tmp_path / "small.json"
+    write_json(data, small)
+    assert json.loads(small.read_text()) == want
+    assert small.read_text() == json.dumps(want, indent=1)
+    monkeypatch.setattr(files, "INDENT_BELOW", 10)
+    big = tmp_path / "big.json"
+    write_json(data, big)
+    text = big.read_text()
+    assert json.loads(text) == want
+    lines = text.splitlines()
+    assert ' {"name": "g1", "kept": [0, 1], "tensors": [{"t": 1}]},' not in lines  # level 2
+    assert '   {"name": "g1", "kept": [0, 1], "tensors": [{"t": 1}]}' not in lines
+    assert '   "kept": [0, 1],' in lines  # the third level has a line per entry, deeper is one
+    assert '   {"name": "b", "macs": null}' in lines

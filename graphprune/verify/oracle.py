@@ -69,12 +69,12 @@ def _masked_array(array: np.ndarray, cuts, fill, copy: bool = True) -> np.ndarra
     ``copy=False`` masks a writable ``array`` in place.
     """
     array = np.array(array, copy=True) if copy else array
-    fill = np.broadcast_to(np.asarray(fill, array.dtype), array.shape)
+    fill = np.asarray(fill, array.dtype)
     for axis, kept in cuts:
-        drop = np.setdiff1d(np.arange(array.shape[axis]), kept)
-        index = [slice(None)] * array.ndim
-        index[axis] = drop
-        array[tuple(index)] = fill[tuple(index)]
+        drop = np.ones(array.shape[axis], bool)
+        drop[np.asarray(kept, np.int64)] = False
+        index = (slice(None),) * axis + (drop,)
+        array[index] = fill if fill.ndim == 0 else np.broadcast_to(fill, array.shape)[index]
     return array
 
 
