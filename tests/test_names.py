@@ -95,6 +95,22 @@ def test_analyze_with_crafted_names(crafted, capsys):
     _assert_literal(captured.out + captured.err, CRAFTED)
 
 
+def test_long_analysis_tables_are_plain_literal_text(crafted, capsys, monkeypatch):
+    """Above PLAIN_ROWS rows the tables are aligned plain text, names still literal."""
+    from graphprune.report import table
+
+    monkeypatch.setattr(table, "PLAIN_ROWS", 0)
+    assert main(["analyze", str(crafted)]) == 0
+    text = capsys.readouterr().out
+    _assert_literal(text, CRAFTED)
+    assert "┃" not in text and "│" not in text  # no rich table drawn
+    lines = text.splitlines()
+    header = next(k for k, line in enumerate(lines) if line.split()[:2] == ["#", "group"])
+    rows = lines[header + 1: header + 1 + len(CRAFTED)]
+    assert [r.split()[0] for r in rows] == [str(k) for k in range(len(CRAFTED))]
+    assert len({r.index(PRINTED[name]) for r, name in zip(rows, CRAFTED, strict=True)}) == 1
+
+
 def test_long_names_are_not_cut_when_piped(tmp_path, capsys):
     path = tmp_path / "long.onnx"
     onnx.save(conv_chain([LONG, LONG + "2"]), path)

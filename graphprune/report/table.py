@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -168,21 +169,48 @@ def print_sweep(report: dict, console: Console) -> None:
         print_line(f"fidelity: {fidelity_meaning(report.get('environment'))}", console)
 
 
+PLAIN_ROWS = 2000  # longer tables are printed as plain aligned text (rich: 8 s for 50k rows)
+
+
+def _print_rows(console: Console, title: str, columns: Sequence[str], left: set[int],
+                rows: Sequence[Sequence[object]]) -> None:
+    """A table of ``rows`` (columns in ``left`` left-aligned, the others right-aligned).
+
+    Up to :data:`PLAIN_ROWS` rows it is a rich table; longer ones are plain text with the same
+    cells, a header line and columns two spaces apart.
+    """
+    if len(rows) <= PLAIN_ROWS:
+        table = _table(title, *columns)
+        for k, column in enumerate(table.columns):
+            column.justify = "left" if k in left else "right"
+        for row in rows:
+            _row(table, *row)
+        console.print(table)
+        return
+    cells = [[printable(c) for c in row] for row in rows]
+    header = [printable(c) for c in columns]
+    widths = [max(cell_len(header[k]), *(cell_len(r[k]) for r in cells))
+              for k in range(len(columns))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join((c + " " * (w - cell_len(c))) if k in left else
+                         (" " * (w - cell_len(c)) + c)
+                         for k, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+
+    text = "\n".join([printable(title), line(header), *(line(r) for r in cells)])
+    console.print(Text(text), soft_wrap=True, highlight=False)
+
+
 def print_analysis(analysis: ChannelAnalysis, console: Console) -> None:
     """Every group with its tensors, then every blocked source axis with its reason."""
-    table = _table(f"{len(analysis.groups)} prunable groups", "#", "group", "channels",
-                   "segments", "tensors")
-    table.columns[0].justify, table.columns[1].justify = "right", "left"
-    for group in analysis.groups:
-        _row(table, group.id, group.name, len(group.classes), len(group.segments),
-             len(group.axes))
-    console.print(table)
-    blocked = _table(f"{len(analysis.blocked_sources)} blocked channel axes", "tensor",
-                     "channels", "reason")
-    blocked.columns[2].justify = "left"
-    for entry, record in analysis.blocked_sources:
-        _row(blocked, entry.name, entry.size, record.describe())
-    console.print(blocked)
+    _print_rows(console, f"{len(analysis.groups)} prunable groups",
+                ("#", "group", "channels", "segments", "tensors"), {1},
+                [(g.id, g.name, len(g.classes), len(g.segments), len(g.axes))
+                 for g in analysis.groups])
+    _print_rows(console, f"{len(analysis.blocked_sources)} blocked channel axes",
+                ("tensor", "channels", "reason"), {0, 2},
+                [(entry.name, entry.size, record.describe())
+                 for entry, record in analysis.blocked_sources])
 
 
 def _compensation_details(entry: dict) -> str:
