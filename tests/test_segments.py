@@ -95,7 +95,9 @@ def test_large_models_run_in_segments_through_the_checks(tmp_path, monkeypatch):
     verdict = check_oracle(path, pruned, result.masks, feeds)
     assert verdict.passed and calls[1] is result.masks  # the masked original, segmented
     assert outputs[0][0].shape == (2, 6)
-    assert oracle.session_options().get_session_config_entry("session.disable_prepacking") == "1"
+    options = oracle.session_options()
+    assert options.get_session_config_entry("session.disable_prepacking") == "1"
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_wrong_pruned_model_still_fails_the_segmented_oracle(tmp_path, monkeypatch):
