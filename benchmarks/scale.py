@@ -20,7 +20,9 @@ and runs, for each N, in a fresh subprocess each (so peak RSS is the run's own,
 It prints wall time, CPU time (user + system of the child: the number to compare on a shared
 machine) and peak RSS per N, and the CPU growth ratio to the previous N, normalized by the node
 ratio (1.0 = exactly linear). ``--profile`` also writes a cProfile of each job run
-(``<dir>/job-N.prof``) and prints its top functions by cumulative time.
+(``<dir>/job-N.prof``) and prints its top functions by cumulative time; ``--stages`` times each
+stage of the job; ``--sessions`` times one whole onnxruntime session of the model against the
+segmented run the checks make of models over 10k nodes.
 
 Example:
     python benchmarks/scale.py --sizes 5000,20000,100000 --dir /tmp/graphprune-scale
@@ -233,6 +235,29 @@ def stage_times(model: Path) -> None:
     print(f"  {'total':36s} {total:8.2f} s  {'':6s} {total_cpu:8.2f} s")
 
 
+def session_times(model: Path) -> None:
+    """Seconds of one whole onnxruntime session of ``model`` against a segmented run.
+
+    The session has the checks' options; the segmented run creates every segment's session and
+    runs it.
+    """
+    sys.path.insert(0, str(REPO))
+    import graphprune.verify.segments as segments
+    from graphprune.inputs import valid_feeds
+    from graphprune.verify.oracle import session
+
+    feeds = valid_feeds(model, count=2)  # the checks' two batches
+    start = time.perf_counter()
+    whole = session(model)
+    created = time.perf_counter() - start
+    del whole
+    start = time.perf_counter()
+    segments.run_in_segments(model, feeds)
+    segmented = time.perf_counter() - start
+    print(f"  one session: {created:.2f} s; segmented run ({segments.SEGMENT_NODES} nodes a "
+          f"segment, {len(feeds)} batches): {segmented:.2f} s")
+
+
 def _print_rows(rows: list[dict]) -> None:
     print(f"{'nodes':>8} {'analyze s':>10} {'(CPU s)':>8} {'analyze MB':>11} {'job s':>8} "
           f"{'(CPU s)':>8} {'job MB':>8} {'growth (CPU/node ratio): analyze, job':>40}")
@@ -258,20 +283,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stages", action="store_true",
                         help="Also time each stage of the job (in a fresh process per size).")
     parser.add_argument("--stages-of", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--sessions", action="store_true",
+                        help="Also time one whole onnxruntime session against a segmented run "
+                             "(in a fresh process per size).")
+    parser.add_argument("--sessions-of", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stages_of is not None:
         stage_times(args.stages_of)
+        return
+    if args.sessions_of is not None:
+        session_times(args.sessions_of)
         return
     args.dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in args.sizes.split(","):
         rows.append(measure(int(n), args.dir, args.profile))
         print(f"N={rows[-1]['nodes']}: {rows[-1]}", flush=True)
-        if args.stages:
-            print(f"stages at N={rows[-1]['nodes']}:", flush=True)
-            subprocess.run([sys.executable, __file__, "--stages-of",
-                            str(args.dir / f"scale{n}.onnx")], check=True,
-                           env={**os.environ, "PYTHONPATH": str(REPO)})
+        for flag, wanted in (("--stages-of", args.stages), ("--sessions-of", args.sessions)):
+            if wanted:
+                print(f"{flag[2:-3]} at N={rows[-1]['nodes']}:", flush=True)
+                subprocess.run([sys.executable, __file__, flag,
+                                str(args.dir / f"scale{n}.onnx")], check=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
     _print_rows(rows)
 
 

@@ -294,8 +294,14 @@ class LatencyModel:
         return True
 
     def share(self, plan: PrunePlan) -> float:
-        """Predicted latency of ``plan`` as a share of the original model's."""
-        return float(self.seconds(plan) / self.whole_s) if self.whole_s > 0 else 1.0
+        """Predicted latency of ``plan`` as a share of the original model's.
+
+        A plan that removes nothing is the original: exactly 1 (the fit of the fixed cost and
+        the scale reproduces the whole model's time only up to rounding).
+        """
+        if self.whole_s <= 0 or bool(np.all(plan.keep)):
+            return 1.0
+        return float(self.seconds(plan) / self.whole_s)
 
     def summary(self) -> dict:
         """What the lookup measured and how long it took (for the report)."""
