@@ -562,8 +562,8 @@ def _line(text: object) -> str:
 
 # Python's cyclic garbage collector scans every live object in a full collection; the IR of a
 # 100k-node model is millions of them, and with the default thresholds (700, 10, 10) the whole
-# job spent a fifth of its time there (benchmarks/scale.py at 100k nodes: 65.5 s, 53.1 s with
-# these; garbage cycles are still collected, less often).
+# job spent a fifth of its time there (the CLI on the 100k-node model of benchmarks/scale.py:
+# 65.5 s, 53.1 s with these; garbage cycles are still collected, less often).
 GC_THRESHOLDS = (100_000, 50, 100)
 
 

@@ -158,7 +158,7 @@ def write_masked(source: Path, masks: Masks, dest: Path, fills: Fills | None = N
 
 
 def session_options(optimized: bool = False):
-    """Session options of the checks: no optimizations (unless asked), prepacking, spinning.
+    """Session options of the checks: no optimizations (unless asked), prepacking or spinning.
 
     Prepacking copies every MatMul weight into onnxruntime's own layout: for a model with
     external data (which onnxruntime maps) that doubles the resident memory, and a check runs
