@@ -12,6 +12,7 @@ import pytest
 import graphprune
 from graphprune.verify import oracle, segments
 from graphprune.verify.oracle import check_oracle, masked_model, run, run_model
+from tests import corpus
 from tests.test_rules import model
 
 TEXT = """<ir_version: 8, opset_import: ["" : 17]>
@@ -147,3 +148,30 @@ def test_the_oracle_takes_the_fills_of_the_prune_result(tmp_path, monkeypatch):
     monkeypatch.setattr(segments, "SEGMENT_NODES", 2)
     monkeypatch.setattr(ir, "load", lambda *a, **k: pytest.fail("the input was loaded again"))
     assert check_oracle(path, pruned, result.masks, _feeds(), fills=result.fills).passed
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e.id, marks=[pytest.mark.slow] if e.slow
+                                                else []) for e in corpus.CORPUS])
+def test_real_models_compute_the_same_in_segments_of_few_nodes(entry, monkeypatch):
+    """Every corpus model in 40-node segments gives the whole session's outputs bit for bit.
+
+    As a model past WHOLE_RUN_NODES is cut (or run whole, when Unsegmentable).
+    """
+    path = corpus.fetch(entry)
+    proto = onnx.load(str(path), load_external_data=False)
+    feeds = [corpus.feeds(entry, proto, seed) for seed in (0, 1)]
+    whole = oracle.session(path)
+    want = [whole.run(None, dict(f)) for f in feeds]
+    del whole
+    monkeypatch.setattr(segments, "WHOLE_RUN_NODES", 0)
+    monkeypatch.setattr(segments, "SEGMENT_NODES", 40)
+    try:
+        got = segments.run_in_segments(path, feeds)
+    except segments.Unsegmentable:
+        got = run_model(path, feeds)  # what the checks do then: one session
+    assert len(segments.plan_segments(proto.graph, segments.SEGMENT_BYTES, set(feeds[0]))) \
+        >= len(proto.graph.node) // 40
+    for a, b in zip(want, got, strict=True):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
