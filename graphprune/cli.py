@@ -18,7 +18,7 @@ import click
 
 import graphprune
 from graphprune import staging
-from graphprune._io import check_output, load_model, save_model
+from graphprune._io import check_output, load_model
 from graphprune.allocation import DEFAULT_ROUND_TO
 from graphprune.analysis.summary import analysis_warnings
 from graphprune.bench.latency import DEFAULT_WARMUP
@@ -46,6 +46,8 @@ from graphprune.destinations import check_destinations, check_folder, keep_origi
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import NEEDS_CALIBRATION, SCORERS
 from graphprune.inputs import inputs_for_models, load_inputs, parse_input_shapes
+from graphprune.job import prune_file
+from graphprune.options import PruneOptions
 from graphprune.report.costs import count_costs
 from graphprune.report.files import write_json
 from graphprune.report.format import printable
@@ -67,7 +69,6 @@ from graphprune.report.writers import (
     write_sweep_reports,
 )
 from graphprune.sensitivity import DEFAULT_RATIOS as DEFAULT_SENSITIVITY_RATIOS
-from graphprune.steps import prune_in_steps
 from graphprune.verify.resized_io import resized_inputs
 from graphprune.verify.runtime import SelfCheck
 
@@ -228,20 +229,18 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
           debug: bool) -> None:
     """Prune MODEL; write the pruned model and JSON and HTML reports."""
     output = output or model.with_name(f"{model.stem}.pruned.onnx")
-    for flag, value in (("--ratio", ratio), ("--heads", heads), ("--mlp", mlp)):
-        if value is not None and not 0 <= value < 1:
-            raise UsageError(f"{flag} must be in [0, 1), got {value}")
-    targets = {"--target-macs": target_macs, "--target-params": target_params,
-               "--target-latency": target_latency}
-    given = [flag for flag, value in targets.items() if value is not None]
-    if len(given) > 1:
-        raise UsageError(f"{' and '.join(given)} exclude each other")
-    for flag, value in targets.items():
-        if value is not None and not 0 < value <= 1:
-            raise UsageError(f"{flag} must be in (0, 1], got {value}")
+    given = [flag for flag, value in (("--target-macs", target_macs),
+                                      ("--target-params", target_params),
+                                      ("--target-latency", target_latency)) if value is not None]
     notice = auto_notice(criterion, compensate, data is not None)
     criterion, compensate = resolve_defaults(criterion, compensate, data is not None)
-    methods = parse_compensate(compensate)
+    options = PruneOptions.of(
+        ratio, heads=heads, mlp=mlp, allocation=allocation, steps=steps,
+        target_macs=target_macs, target_params=target_params, target_latency=target_latency,
+        resize_io=resize_io, criterion=criterion, round_to=round_to, exclude=exclude,
+        seed=seed, compensate=compensate, input_shapes=parse_input_shapes(input_shapes),
+        debug=debug, **_sensitivity_table(allocation, sensitivity_json)).check()
+    methods = options.compensate
     check_output(output, model, force, reports=prune_report_paths(output))
     settings = _settings(runs, warmup, threads, providers)
     console = terminal_console()
@@ -250,22 +249,9 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
             inputs, check = _job_inputs(model, input_shapes, data, samples, seed, bench)
         calibration = _calibration(model, criterion, compensate, input_shapes, data,
                                    calib_samples, seed)
-        with step(progress, "pruning"):
-            result = prune_in_steps(model, ratio, steps=steps, criterion=criterion,
-                                      round_to=round_to,
-                                      exclude=exclude, seed=seed, debug=debug, heads=heads,
-                                      mlp=mlp, resize_io=resize_io,
-                                      input_shapes=parse_input_shapes(input_shapes),
-                                      allocation=allocation, target_macs=target_macs,
-                                      target_params=target_params, calibration=calibration,
-                                      compensate=methods, target_latency=target_latency,
-                                      **_sensitivity_table(allocation, sensitivity_json))
-        check.masks = result.masks if oracle and not result.compensation else None
-        check.io = result.io
-        check.fills = result.fills
-        with step(progress, "checking and writing the model"):
-            reference = keep_original(model, output) if bench else model  # --force in place
-            save_model(result.model, output, check=check)
+        reference = keep_original(model, output) if bench else model  # --force in place
+        result = prune_file(model, output, options, calibration=calibration, check=check,
+                            oracle=oracle, progress=progress)
         measurement = None
         if bench:  # resized inputs: the pruned model reads them sliced (and has no fidelity)
             pruned_inputs = resized_inputs(inputs, result.io) if result.io else inputs

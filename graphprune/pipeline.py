@@ -15,10 +15,11 @@ from graphprune.allocation.target import target_nothing_pruned, target_warning
 from graphprune.analysis import ChannelAnalysis, PrunePlan, analyze_channels
 from graphprune.analysis.summary import PruneWarning, prune_warnings
 from graphprune.calibration import DEFAULT_CALIB_SAMPLES, CalibrationProvider
-from graphprune.compensation import CompensationContext, original_proto, parse_compensate
+from graphprune.compensation import CompensationContext, original_proto
 from graphprune.compensation import compensate as run_compensation
 from graphprune.errors import UsageError
 from graphprune.importance import SCORERS, ScoringContext, score
+from graphprune.options import PruneOptions
 from graphprune.passes import (
     CleanupPass,
     FreezeStaticValuesPass,
@@ -98,22 +99,6 @@ def _select(analysis: ChannelAnalysis, criterion: str, seed: int, allocation: st
 
         return allocator(analysis, scores, costs, budget, table=load_table(sensitivity))
     return allocator(analysis, scores, costs, budget)
-
-
-def _budget(ratios: dict[str, float], round_to: int, allocation: str, target_macs: float | None,
-            target_params: float | None, target_latency: float | None = None) -> Budget:
-    if allocation not in ALLOCATORS or allocation == "target":
-        choices = ", ".join(n for n in ALLOCATORS if n != "target")
-        raise UsageError(f"unknown allocation '{allocation}' (choose from {choices})")
-    targets = {"target-macs": target_macs, "target-params": target_params,
-               "target-latency": target_latency}
-    given = [f"--{name}" for name, value in targets.items() if value is not None]
-    if len(given) > 1:
-        raise UsageError(f"{' and '.join(given)} exclude each other")
-    for name, value in targets.items():
-        if value is not None and not 0 < value <= 1:
-            raise UsageError(f"{name} must be in (0, 1], got {value}")
-    return Budget(ratios, round_to, target_macs, target_params, target_latency=target_latency)
 
 
 def _provider(model: ir.Model, calibration, input_shapes, seed: int) -> CalibrationProvider:
@@ -202,22 +187,14 @@ def prune(
         sensitivity: With ``allocation="sensitivity"``: the table of
             :func:`graphprune.sensitivity.sensitivity` (a dict or its JSON path).
     """
-    ratios = {"heads": ratio if heads is None else heads,
-              "channels": ratio if mlp is None else mlp}
-    for name, value in (("ratio", ratio), ("heads", ratios["heads"]), ("mlp", ratios["channels"])):
-        if not 0 <= value < 1:
-            raise UsageError(f"{name} must be in [0, 1), got {value}")
-    if round_to < 1:
-        raise UsageError(f"round-to must be a positive integer, got {round_to}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
-    budget = _budget(ratios, round_to, allocation, target_macs, target_params, target_latency)
-    if (sensitivity is not None) != (allocation == "sensitivity"):
-        raise UsageError("allocation 'sensitivity' and a sensitivity table go together "
-                         "(--allocation sensitivity --sensitivity-json PATH)")
-    if allocation == "sensitivity" and target_latency is not None:
-        raise UsageError("allocation 'sensitivity' does not take a latency target")
-    methods = parse_compensate(compensate)
+    options = PruneOptions.of(
+        ratio, criterion=criterion, round_to=round_to, exclude=exclude, seed=seed, heads=heads,
+        mlp=mlp, resize_io=resize_io, input_shapes=input_shapes, allocation=allocation,
+        target_macs=target_macs, target_params=target_params, compensate=compensate,
+        target_latency=target_latency, sensitivity=sensitivity, debug=debug).check()
+    ratios = options.ratios
+    budget = Budget(ratios, round_to, target_macs, target_params, target_latency=target_latency)
+    methods = options.compensate
     model = _as_model(model)
     analysis = analyze_channels(model, exclude, resize_io)
     cost_model = CostModel(model, input_shapes)

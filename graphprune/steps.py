@@ -29,6 +29,7 @@ from graphprune.allocation import DEFAULT_ROUND_TO, Budget, target_warning
 from graphprune.allocation.uniform import group_removal, group_step, keep_count, scratch_masks
 from graphprune.analysis import analyze_channels
 from graphprune.errors import UsageError
+from graphprune.options import check_steps
 from graphprune.pipeline import Masks, PruneResult, _as_model, _provider, prune
 
 
@@ -128,8 +129,7 @@ class _Original:
 
 
 def _check(steps: int, options: dict) -> None:
-    if steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {steps}")
+    check_steps(steps)
     if steps == 1:
         return
     if options.get("removed") is not None:

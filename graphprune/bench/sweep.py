@@ -15,8 +15,6 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-import graphprune
-from graphprune._io import save_model
 from graphprune.analysis.summary import merge_point_warnings
 from graphprune.bench.measure import BenchSettings, Measurement, measure
 from graphprune.bench.progress import step
@@ -24,6 +22,8 @@ from graphprune.compensation import parse_compensate
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import SCORERS
 from graphprune.inputs import Inputs
+from graphprune.job import prune_file
+from graphprune.options import PruneOptions
 from graphprune.report.costs import Costs
 from graphprune.report.format import calibration_notices
 from graphprune.report.json_report import measurement_notices, model_entry
@@ -112,11 +112,12 @@ def _model_folder(out_dir: Path, keep: bool) -> Iterator[Path]:
 
 def _prune_point(model: Path, setting: SweepSetting, ratio: float, path: Path,
                  prune_options: dict, check: Callable[[Path], None] | None) -> _Point:
-    options = {**prune_options, "criterion": setting.criterion,
-               "compensate": setting.compensate}
+    options = {k: v for k, v in prune_options.items() if k != "calibration"}
+    options = PruneOptions.of(ratio, **{**options, "criterion": setting.criterion,
+                                        "compensate": setting.compensate})
     try:
-        result = graphprune.prune(model, ratio, **options)
-        save_model(result.model, path, check=check)
+        result = prune_file(model, path, options, calibration=prune_options.get("calibration"),
+                            check=check, oracle=False)
     except GraphpruneError as exc:
         if exc.exit_code == 2:  # bad input fails every ratio alike
             raise
