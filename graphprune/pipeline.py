@@ -27,6 +27,7 @@ from graphprune.passes import (
     SliceParametersPass,
     UpdateValueShapesPass,
 )
+from graphprune.passes.base import start_rewrite
 from graphprune.report.costs import CostModel, Costs, count_costs
 from graphprune.verify.oracle import fills_for
 from graphprune.verify.resized_io import changed_shapes, resized_shapes
@@ -246,6 +247,7 @@ def prune(
     declared = {v.name: [d if isinstance(d, int) else str(d) for d in (v.shape or ())]
                 for v in (*model.graph.inputs, *model.graph.outputs)}
     original = original_proto(model) if methods else None  # before the rewrite
+    start_rewrite(model)
     ir.passes.Sequential(*passes)(model)
     compensation = []
     if methods:

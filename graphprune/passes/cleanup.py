@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from graphprune.passes.base import RewritePass
+
 
 def _is_dead(value: ir.Value) -> bool:
     return not value.uses() and not value.is_graph_output()
 
 
-class CleanupPass(ir.passes.InPlacePass):
+class CleanupPass(RewritePass):
     """Drops nodes and initializers that lost their last use during the rewrite.
 
     Rules:
@@ -43,3 +45,13 @@ class CleanupPass(ir.passes.InPlacePass):
                 del graph.initializers[name]
                 removed += 1
         return ir.passes.PassResult(model, bool(removed))
+
+    def check_result(self, model: ir.Model) -> None:
+        """Rules 1 and 2: nothing the rewrite left dead remains."""
+        graph = model.graph
+        for node in graph:
+            if id(node) not in self._dead_nodes and all(_is_dead(v) for v in node.outputs):
+                raise ir.passes.PostconditionError(f"CleanupPass: '{node.name}' is left dead")
+        for name, value in graph.initializers.items():
+            if name not in self._dead_inits and _is_dead(value) and not value.is_graph_input():
+                raise ir.passes.PostconditionError(f"CleanupPass: initializer '{name}' is unused")

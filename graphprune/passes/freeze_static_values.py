@@ -5,9 +5,10 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from graphprune.ops.base import STATIC_VALUE_KEY
+from graphprune.passes.base import RewritePass
 
 
-class FreezeStaticValuesPass(ir.passes.InPlacePass):
+class FreezeStaticValuesPass(RewritePass):
     """Replaces each known value (``Shape -> Gather -> ...`` of static dims) by a constant.
 
     Rules:
@@ -37,6 +38,19 @@ class FreezeStaticValuesPass(ir.passes.InPlacePass):
                     frozen[id(value)] = _constant_for(graph, value)
                 node.replace_input_with(index, frozen[id(value)])
         return ir.passes.PassResult(model, bool(frozen))
+
+    def check_result(self, model: ir.Model) -> None:
+        """Rule 2: no node but a static one reads a known value computed from dims."""
+        reads_dims = _values_reading_dims(model.graph)
+        for node in model.graph:
+            if all(STATIC_VALUE_KEY in v.meta for v in node.outputs):
+                continue
+            for value in node.inputs:
+                if (value is not None and value.const_value is None
+                        and STATIC_VALUE_KEY in value.meta and id(value) in reads_dims):
+                    raise ir.passes.PostconditionError(
+                        f"FreezeStaticValuesPass: '{node.name}' still reads the static value "
+                        f"'{value.name}'")
 
 
 def _values_reading_dims(graph: ir.Graph) -> set[int]:

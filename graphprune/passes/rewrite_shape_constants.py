@@ -6,9 +6,10 @@ import onnx_ir as ir
 
 from graphprune.analysis import PrunePlan
 from graphprune.ops import lookup
+from graphprune.passes.base import RewritePass
 
 
-class RewriteShapeConstantsPass(ir.passes.InPlacePass):
+class RewriteShapeConstantsPass(RewritePass):
     """Asks each node's rule to restate its channel counts for the plan.
 
     Rules:
@@ -20,6 +21,9 @@ class RewriteShapeConstantsPass(ir.passes.InPlacePass):
     Shape constants shared with other nodes are copied, never edited under them. Must run before
     value shapes are updated: rules read the original shapes.
     """
+
+    after = ("FreezeStaticValuesPass",)  # shape chains are constants by now
+    before = ("UpdateValueShapesPass",)  # the rules read the original shapes
 
     def __init__(self, plan: PrunePlan) -> None:
         super().__init__()

@@ -8,9 +8,10 @@ import onnx_ir as ir
 from graphprune._io import iter_blocks
 from graphprune.analysis import PrunePlan
 from graphprune.ops.base import constant_array, set_constant, static_shape
+from graphprune.passes.base import RewritePass
 
 
-class SliceParametersPass(ir.passes.InPlacePass):
+class SliceParametersPass(RewritePass):
     """Slices each constant (initializer or ``Constant`` node) along every axis the plan prunes.
 
     Rules:
@@ -39,6 +40,17 @@ class SliceParametersPass(ir.passes.InPlacePass):
             else:
                 set_constant(value, _sliced(value, dict(cuts)))
         return ir.passes.PassResult(model, bool(by_value))
+
+    def check_result(self, model: ir.Model) -> None:
+        """Rule 1: every sliced constant has the kept count on every pruned axis."""
+        for entry, kept in self.plan.changed_axes():
+            if not entry.constant:
+                continue
+            shape = static_shape(entry.value)
+            if shape is None or shape[entry.axis] != len(kept):
+                raise ir.passes.PostconditionError(
+                    f"SliceParametersPass: '{entry.value.name}' has shape {shape}, the plan "
+                    f"keeps {len(kept)} on axis {entry.axis}")
 
 
 def _kept_shape(value: ir.Value, cuts: dict[int, np.ndarray]) -> list[int]:
