@@ -7,8 +7,6 @@ Exit codes: 0 success, 1 internal error, 2 bad input or usage, 3 output not writ
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import sys
 import traceback
@@ -46,7 +44,7 @@ from graphprune.destinations import check_destinations, check_folder, keep_origi
 from graphprune.errors import GraphpruneError, UsageError
 from graphprune.importance import NEEDS_CALIBRATION, SCORERS
 from graphprune.inputs import inputs_for_models, load_inputs, parse_input_shapes
-from graphprune.job import prune_file
+from graphprune.job import prune_file, spaced_collections
 from graphprune.options import PruneOptions
 from graphprune.report.costs import count_costs
 from graphprune.report.files import write_json
@@ -546,30 +544,12 @@ def _line(text: object) -> str:
     return printable(" ".join(str(text).split()))
 
 
-# Python's cyclic garbage collector scans every live object in a full collection; the IR of a
-# 100k-node model is millions of them, and with the default thresholds (700, 10, 10) the whole
-# job spent a fifth of its time there (the CLI on the 100k-node model of benchmarks/scale.py:
-# 65.5 s, 53.1 s with these; garbage cycles are still collected, less often).
-GC_THRESHOLDS = (100_000, 50, 100)
-
-
-@contextlib.contextmanager
-def _spaced_collections():
-    """Collects cyclic garbage less often for the duration (the thresholds are restored)."""
-    before = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI, turning errors into one line on stderr and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        with staging.signals_caught(), _spaced_collections():
+        with staging.signals_caught(), spaced_collections():
             cli.main(args=args, prog_name="graphprune", standalone_mode=False)
     except staging.Interrupted as exc:
         click.echo(f"graphprune: {exc}", err=True)

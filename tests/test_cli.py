@@ -123,4 +123,6 @@ def test_the_cli_collects_garbage_less_often_and_restores_the_thresholds(model_p
                         lambda *a, **k: seen.append(gc.get_threshold()) or real(*a, **k))
     before = gc.get_threshold()
     assert main(["analyze", str(model_path)]) == 0
-    assert seen == [cli_module.GC_THRESHOLDS] and gc.get_threshold() == before
+    from graphprune.job import GC_THRESHOLDS
+
+    assert seen == [GC_THRESHOLDS] and gc.get_threshold() == before

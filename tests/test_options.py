@@ -92,3 +92,17 @@ def test_prune_file_writes_nothing_when_the_check_fails(model_file, tmp_path):
     with pytest.raises(VerificationError):
         prune_file(model_file, out, PruneOptions.of(0.5, round_to=8), check=failing)
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_prune_file_collects_garbage_less_often_and_restores(model_file, tmp_path, monkeypatch):
+    import gc
+
+    from graphprune import job
+
+    seen = []
+    real = job.prune_in_steps
+    monkeypatch.setattr(job, "prune_in_steps",
+                        lambda *a, **k: seen.append(gc.get_threshold()) or real(*a, **k))
+    before = gc.get_threshold()
+    prune_file(model_file, tmp_path / "p.onnx", PruneOptions.of(0.5, round_to=8))
+    assert seen == [job.GC_THRESHOLDS] and gc.get_threshold() == before
