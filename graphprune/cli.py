@@ -227,9 +227,6 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
           debug: bool) -> None:
     """Prune MODEL; write the pruned model and JSON and HTML reports."""
     output = output or model.with_name(f"{model.stem}.pruned.onnx")
-    given = [flag for flag, value in (("--target-macs", target_macs),
-                                      ("--target-params", target_params),
-                                      ("--target-latency", target_latency)) if value is not None]
     notice = auto_notice(criterion, compensate, data is not None)
     criterion, compensate = resolve_defaults(criterion, compensate, data is not None)
     options = PruneOptions.of(
@@ -258,7 +255,7 @@ def prune(model: Path, ratio: float, heads: float | None, mlp: float | None, all
         report = build_report(result, source=reference, output=output, measurement=measurement,
                               settings={"ratio": ratio, "heads": heads, "mlp": mlp,
                                         "allocation": allocation if allocation ==
-                                        "sensitivity" or not given else "target",
+                                        "sensitivity" or options.target is None else "target",
                                         "target_macs": target_macs,
                                         "target_params": target_params,
                                         "target_latency": target_latency,

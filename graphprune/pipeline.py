@@ -17,8 +17,7 @@ from graphprune.analysis.summary import PruneWarning, prune_warnings
 from graphprune.calibration import DEFAULT_CALIB_SAMPLES, CalibrationProvider
 from graphprune.compensation import CompensationContext, original_proto
 from graphprune.compensation import compensate as run_compensation
-from graphprune.errors import UsageError
-from graphprune.importance import SCORERS, ScoringContext, score
+from graphprune.importance import ScoringContext, score
 from graphprune.options import PruneOptions
 from graphprune.passes import (
     CleanupPass,
@@ -89,8 +88,6 @@ def analyze(model: ir.Model | str | os.PathLike, exclude: Sequence[str] = (),
 def _select(analysis: ChannelAnalysis, criterion: str, seed: int, allocation: str,
             costs: CostModel, budget: Budget, provider: CalibrationProvider,
             sensitivity=None) -> np.ndarray:
-    if criterion not in SCORERS:
-        raise UsageError(f"unknown criterion '{criterion}' (choose from {', '.join(SCORERS)})")
     scores = score(criterion, ScoringContext(analysis, analysis.model, provider, seed))
     allocator = ALLOCATORS[allocation]
     if budget.target is not None and not getattr(allocator, "handles_targets", False):

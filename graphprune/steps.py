@@ -29,7 +29,7 @@ from graphprune.allocation import DEFAULT_ROUND_TO, Budget, target_warning
 from graphprune.allocation.uniform import group_removal, group_step, keep_count, scratch_masks
 from graphprune.analysis import analyze_channels
 from graphprune.errors import UsageError
-from graphprune.options import check_steps
+from graphprune.options import PruneOptions, check_steps
 from graphprune.pipeline import Masks, PruneResult, _as_model, _provider, prune
 
 
@@ -64,10 +64,6 @@ def _compose_groups(groups: list[dict], later: list[dict]) -> list[dict]:
             composed["heads_after"] = step["heads_after"]
         out.append(composed)
     return out
-
-
-def _kind_ratios(ratio: float, heads: float | None, mlp: float | None) -> dict[str, float]:
-    return {"heads": ratio if heads is None else heads, "channels": ratio if mlp is None else mlp}
 
 
 def _uniform_removal(model: ir.Model, options: dict, ratios: dict[str, float], fraction: float,
@@ -156,7 +152,7 @@ def prune_in_steps(model: ir.Model | str | os.PathLike, ratio: float = 0.5, *, s
     if not 0 <= ratio < 1:
         raise UsageError(f"ratio must be in [0, 1), got {ratio}")
     current = _as_model(model)
-    ratios = _kind_ratios(ratio, options.get("heads"), options.get("mlp"))
+    ratios = PruneOptions(ratio, heads=options.get("heads"), mlp=options.get("mlp")).ratios
     first = _Original(current, options.get("exclude", ()), (), options.get("input_shapes"))
     results: list[PruneResult] = []
     for index in range(1, steps + 1):
